@@ -1,1 +1,19 @@
+//! credential-broker: a sidecar proxy that lets AI agents call APIs without ever holding a secret.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod broker;
 pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod explain;
+pub mod inject;
+pub mod listener;
+pub mod pipeline;
+pub mod policy;
+pub mod providers;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,103 @@
+//! Wiring: bind every listener, run until a signal, then drain.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::listener::{self, accept_loop, endpoint, forward, Drain};
+
+/// The addresses actually bound (useful with port 0), written to `--addresses-file`.
+#[derive(Debug, Serialize)]
+pub struct BoundAddresses {
+    pub proxy: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub endpoints: BTreeMap<String, SocketAddr>,
+    pub ca_cert: String,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Result<()> {
+    let broker = Broker::build(config)?;
+    let config = broker.config.clone();
+    let drain = Drain::new();
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let proxy_builder = Arc::new(listener::server_builder(&config.limits, true));
+    let endpoint_builder = Arc::new(listener::server_builder(&config.limits, false));
+    let mut tasks = Vec::new();
+    let mut bound = BoundAddresses { proxy: None, admin: None, endpoints: BTreeMap::new(), ca_cert: config.tls.ca_cert_path.display().to_string() };
+
+    if let Some(addr) = config.listeners.proxy {
+        let l = bind(addr, "proxy").await?;
+        bound.proxy = Some(l.local_addr()?);
+        let (b, d, builder) = (broker.clone(), drain.clone(), proxy_builder.clone());
+        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "proxy", move |stream, _| {
+            forward::serve(b.clone(), builder.clone(), d.clone(), stream)
+        })));
+    }
+    for route in &config.routes {
+        let Some(target) = endpoint::endpoint_target(route) else { continue };
+        let Some(ep) = &route.endpoint else { continue };
+        let l = bind(ep.listen, &format!("endpoint {}", route.name)).await?;
+        bound.endpoints.insert(route.name.clone(), l.local_addr()?);
+        let (b, d, builder, target) = (broker.clone(), drain.clone(), endpoint_builder.clone(), Arc::new(target));
+        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "endpoint", move |stream, _| {
+            endpoint::serve(b.clone(), builder.clone(), d.clone(), target.clone(), stream)
+        })));
+    }
+    if let Some(addr) = config.listeners.admin {
+        let l = bind(addr, "admin").await?;
+        bound.admin = Some(l.local_addr()?);
+        let (b, d, builder) = (broker.clone(), drain.clone(), endpoint_builder.clone());
+        // The admin port gets its own small connection budget so agents cannot starve probes.
+        tasks.push(tokio::spawn(accept_loop(l, Arc::new(Semaphore::new(64)), "admin", move |stream, _| {
+            let (b, d, builder) = (b.clone(), d.clone(), builder.clone());
+            async move { listener::serve_connection(builder, stream, &d, move |req| crate::admin::handle(b.clone(), req)).await }
+        })));
+    }
+    tasks.push(crate::policy::spawn_reloader(broker.policy.clone(), config.policy.reload_interval));
+
+    tracing::info!(proxy = ?bound.proxy, admin = ?bound.admin, endpoints = ?bound.endpoints, ca_cert = %bound.ca_cert, audit = %config.audit.path.display(), "credential-broker listening");
+    if let Some(path) = addresses_file {
+        std::fs::write(path, serde_json::to_vec_pretty(&bound)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    broker.set_ready(true);
+
+    shutdown_signal().await;
+    tracing::info!(grace_ms = config.limits.drain_grace.as_millis() as u64, "shutting down: draining connections");
+    broker.set_ready(false);
+    for t in &tasks {
+        t.abort();
+    }
+    if drain.drain(config.limits.drain_grace).await {
+        tracing::info!("drained");
+    } else {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

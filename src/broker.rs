@@ -1,0 +1,109 @@
+//! [`Broker`]: everything a request needs, built once from a validated config.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::config::{Config, ProviderConfig};
+use crate::policy::PolicyEngine;
+use crate::providers::alert::Alerts;
+use crate::providers::cache::LeaseCache;
+use crate::providers::env::EnvProvider;
+use crate::providers::oauth2::{OAuth2Provider, OAuth2Settings};
+use crate::providers::{Identity, SharedProvider};
+use crate::tls::CertificateAuthority;
+use crate::upstream::{build_client, client_tls_config, ConnectTo, HttpClient};
+
+pub struct Broker {
+    pub config: Arc<Config>,
+    pub identity: Identity,
+    pub ca: CertificateAuthority,
+    pub policy: Arc<PolicyEngine>,
+    pub providers: HashMap<String, SharedProvider>,
+    pub cache: Arc<LeaseCache>,
+    pub audit: AuditLog,
+    pub alerts: Alerts,
+    pub client: HttpClient,
+    ready: AtomicBool,
+}
+
+impl Broker {
+    /// Build every component; any failure here stops start-up before a port is bound.
+    pub fn build(config: Config) -> anyhow::Result<Arc<Broker>> {
+        let config = Arc::new(config);
+        let identity = Identity {
+            agent_id: config.identity.agent_id.clone(),
+            tenant: config.identity.tenant.clone(),
+            labels: config.identity.labels.clone(),
+        };
+        let mut permitted: Vec<String> = config.routes.iter().flat_map(|r| r.hosts.iter().map(|h| h.dns_subtree().to_string())).collect();
+        permitted.sort();
+        permitted.dedup();
+        let ca = CertificateAuthority::generate(&permitted, config.tls.leaf_ttl)?;
+        ca.write_cert(&config.tls.ca_cert_path)?;
+        let policy = Arc::new(PolicyEngine::load(&config.policy.file, &config.policy.query)?);
+        let tls = client_tls_config(config.tls.upstream_ca_file.as_deref())?;
+        let overrides = config
+            .routes
+            .iter()
+            .filter_map(|r| r.connect_to.map(|addr| r.hosts.iter().map(move |h| (h.clone(), addr))))
+            .flatten()
+            .collect();
+        let client = build_client(tls, ConnectTo::new(overrides, Duration::from_secs(10)));
+        let providers = build_providers(&config, &client)?;
+        let audit = AuditLog::open(&config.audit.path).context("opening the audit log")?;
+        Ok(Arc::new(Broker {
+            cache: LeaseCache::new(config.credentials.refresh_before_expiry, config.credentials.cache_max_entries),
+            config,
+            identity,
+            ca,
+            policy,
+            providers,
+            audit,
+            alerts: Alerts::default(),
+            client,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Append an audit record and wait for it to be durable.
+    pub async fn audit(&self, record: AuditRecord) -> Result<u64, crate::audit::AuditError> {
+        self.audit.append(record).await
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result<HashMap<String, SharedProvider>> {
+    let mut out: HashMap<String, SharedProvider> = HashMap::new();
+    for (name, p) in &config.providers {
+        let provider: SharedProvider = match p {
+            ProviderConfig::Env { variable, ttl } => Arc::new(EnvProvider::new(name, variable, *ttl)),
+            ProviderConfig::OAuth2 { token_url, client_id, client_secret_file, scopes, scopes_by_method, audience, revocation_url } => {
+                let settings = OAuth2Settings {
+                    token_url: token_url.clone(),
+                    client_id: client_id.clone(),
+                    client_secret_file: client_secret_file.clone(),
+                    scopes: scopes.clone(),
+                    scopes_by_method: scopes_by_method.clone(),
+                    audience: audience.clone(),
+                    revocation_url: revocation_url.clone(),
+                    request_timeout: config.limits.request_timeout.min(Duration::from_secs(30)),
+                };
+                Arc::new(OAuth2Provider::new(name, settings, client.clone()).with_context(|| format!("providers.{name}"))?)
+            }
+        };
+        out.insert(name.clone(), provider);
+    }
+    Ok(out)
+}

@@ -1,0 +1,231 @@
+//! Configuration: YAML → `${ENV}` expansion → raw serde structs → a validated [`Config`].
+//!
+//! Every problem names its key path (`routes[2].provider: unknown provider "x"`), and all of them
+//! are reported at once, before anything binds a port.
+
+mod env_expand;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::HostPattern;
+
+/// A validated configuration. Everything here has been checked; defaults are filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub identity: IdentityConfig,
+    pub listeners: Listeners,
+    pub tls: TlsConfig,
+    pub passthrough_hosts: Vec<HostPattern>,
+    pub routes: Vec<Route>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub policy: PolicyConfig,
+    pub credentials: CredentialsConfig,
+    pub audit: AuditConfig,
+    pub limits: Limits,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Production,
+    Dev,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub agent_id: String,
+    pub tenant: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub proxy: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca_cert_path: PathBuf,
+    pub leaf_ttl: Duration,
+    pub upstream_ca_file: Option<PathBuf>,
+}
+
+/// Where a route's traffic goes and which credential it gets.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    /// Dial this address instead of resolving the request's host (VPC endpoints, emulators, tests).
+    /// TLS still verifies the request's host name.
+    pub connect_to: Option<SocketAddr>,
+    pub endpoint: Option<Endpoint>,
+    pub provider: String,
+    pub inject: HeaderInject,
+    pub allow_plaintext_upstream: bool,
+}
+
+/// A local port that forwards to a fixed upstream base URL (no proxy settings or CA needed).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub listen: SocketAddr,
+    pub upstream: url::Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderInject {
+    pub name: http::HeaderName,
+    /// Contains `{secret}` exactly once.
+    pub format: String,
+    pub placeholder: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    Env {
+        variable: String,
+        ttl: Duration,
+    },
+    OAuth2 {
+        token_url: url::Url,
+        client_id: String,
+        client_secret_file: PathBuf,
+        scopes: Vec<String>,
+        scopes_by_method: BTreeMap<String, Vec<String>>,
+        audience: Option<String>,
+        revocation_url: Option<url::Url>,
+    },
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Env { .. } => "env",
+            ProviderConfig::OAuth2 { .. } => "oauth2",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub file: PathBuf,
+    pub query: String,
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialsConfig {
+    pub default_ttl: Duration,
+    pub refresh_before_expiry: Duration,
+    pub cache_max_entries: usize,
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub json: bool,
+    pub level: String,
+}
+
+/// One configuration problem, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration {file}:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl Config {
+    /// Read, expand and validate a configuration file. Relative paths inside it are taken relative
+    /// to the file's directory, so a config and its policy can travel together.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![ConfigProblem { path: String::new(), message: format!("cannot read file: {e}") }],
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_yaml(&text, base, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError {
+            file: path.display().to_string(),
+            problems,
+        })
+    }
+
+    /// Parse and validate YAML text; `lookup` resolves `${NAME}` references.
+    pub fn from_yaml(text: &str, base_dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigProblem>> {
+        let mut value: serde_norway::Value = serde_norway::from_str(text)
+            .map_err(|e| vec![ConfigProblem { path: String::new(), message: format!("not valid YAML: {e}") }])?;
+        if value.is_null() {
+            value = serde_norway::Value::Mapping(Default::default());
+        }
+        let env_problems: Vec<ConfigProblem> = env_expand::expand_env(&mut value, lookup)
+            .into_iter()
+            .map(|(path, message)| ConfigProblem { path, message })
+            .collect();
+        if !env_problems.is_empty() {
+            return Err(env_problems);
+        }
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            vec![ConfigProblem { path: if path == "." { String::new() } else { path }, message: e.into_inner().to_string() }]
+        })?;
+        validate::validate(raw, base_dir)
+    }
+
+    /// The route whose host patterns match `host`, if any.
+    pub fn route_for_host(&self, host: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.hosts.iter().any(|p| p.matches(host)))
+    }
+
+    /// Whether `host` may be tunnelled opaquely (no interception, no credentials).
+    pub fn is_passthrough(&self, host: &str) -> bool {
+        self.passthrough_hosts.iter().any(|p| p.matches(host))
+    }
+}
+
+#[cfg(test)]
+mod tests;

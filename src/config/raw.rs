@@ -1,0 +1,164 @@
+//! Raw configuration as written in YAML: serde structs that reject unknown keys.
+//!
+//! Nothing here is validated beyond its type; [`super::validate`] turns it into [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `production` (default) or `dev`. Only `dev` allows the `env` provider.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub listeners: RawListeners,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub passthrough_hosts: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    pub policy: Option<RawPolicy>,
+    #[serde(default)]
+    pub credentials: RawCredentials,
+    pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub agent_id: Option<String>,
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListeners {
+    pub proxy: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_cert_path: Option<String>,
+    pub leaf_ttl_seconds: Option<u64>,
+    pub upstream_ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub connect_to: Option<String>,
+    pub endpoint: Option<RawEndpoint>,
+    pub provider: String,
+    pub inject: RawInject,
+    #[serde(default)]
+    pub allow_plaintext_upstream: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub listen: String,
+    pub upstream: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInject {
+    pub header: Option<RawHeaderInject>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderInject {
+    pub name: String,
+    pub format: Option<String>,
+    pub placeholder: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum RawProvider {
+    Env {
+        variable: String,
+        ttl_seconds: Option<u64>,
+    },
+    Oauth2 {
+        token_url: String,
+        client_id: String,
+        client_secret_file: String,
+        #[serde(default)]
+        scopes: Vec<String>,
+        #[serde(default)]
+        scopes_by_method: BTreeMap<String, Vec<String>>,
+        audience: Option<String>,
+        revocation_url: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub file: String,
+    pub query: Option<String>,
+    pub reload_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    pub default_ttl_seconds: Option<u64>,
+    pub refresh_before_expiry_seconds: Option<u64>,
+    pub cache_max_entries: Option<usize>,
+    #[serde(default)]
+    pub retry: RawRetry,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub max_retries: Option<u32>,
+    pub base_delay_ms: Option<u64>,
+    pub max_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub drain_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}

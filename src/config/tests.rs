@@ -1,0 +1,71 @@
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+mode: dev
+identity: {agent_id: agent-1, tenant: acme}
+routes:
+  - name: api
+    hosts: ["api.example.test", "*.svc.example.test"]
+    provider: dev
+    inject: {header: {name: Authorization, format: "Bearer {secret}", placeholder: credential-broker-placeholder}}
+providers:
+  dev: {type: env, variable: DEV_TOKEN}
+policy: {file: Cargo.toml}
+audit: {path: /tmp/audit.jsonl}
+"#;
+
+fn load(yaml: &str) -> Result<Config, Vec<ConfigProblem>> {
+    Config::from_yaml(yaml, Path::new(env!("CARGO_MANIFEST_DIR")), &|_| None)
+}
+
+#[test]
+fn minimal_config_gets_sidecar_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.listeners.proxy.unwrap().to_string(), "127.0.0.1:15001");
+    assert_eq!(c.listeners.admin.unwrap().to_string(), "127.0.0.1:15000");
+    assert_eq!(c.credentials.retry.max_retries, 3);
+    assert!(c.route_for_host("api.example.test").is_some());
+    assert!(c.route_for_host("a.svc.example.test").is_some());
+    assert!(c.route_for_host("svc.example.test").is_none());
+    assert!(c.route_for_host("evilapi.example.test").is_none());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let yaml = MINIMAL
+        .replace("mode: dev", "mode: production")
+        .replace("provider: dev", "provider: nope")
+        .replace("policy: {file: Cargo.toml}", "policy: {file: missing.rego}");
+    let problems = load(&yaml).unwrap_err();
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(text.iter().any(|t| t.starts_with("providers.dev.type: the env provider is for dev/test only")), "{text:?}");
+    assert!(text.iter().any(|t| t == "routes[0].provider: unknown provider \"nope\""), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("policy.file: ")), "{text:?}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let yaml = MINIMAL.replace("tenant: acme}", "tenant: acme, tennant: x}");
+    let problems = load(&yaml).unwrap_err();
+    assert_eq!(problems[0].path, "identity.tennant");
+    assert!(problems[0].message.contains("unknown field `tennant`"), "{problems:?}");
+}
+
+#[test]
+fn too_many_retries_is_refused() {
+    let yaml = format!("{MINIMAL}credentials: {{retry: {{max_retries: 5}}}}\n");
+    let problems = load(&yaml).unwrap_err();
+    assert_eq!(problems[0].path, "credentials.retry.max_retries");
+}
+
+#[test]
+fn oauth2_token_url_must_be_https() {
+    let yaml = MINIMAL.replace(
+        "dev: {type: env, variable: DEV_TOKEN}",
+        "dev: {type: oauth2, token_url: 'http://idp.example.test/token', client_id: c, client_secret_file: s}",
+    );
+    let problems = load(&yaml).unwrap_err();
+    assert_eq!(problems[0].path, "providers.dev.token_url");
+}

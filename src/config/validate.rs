@@ -1,0 +1,335 @@
+//! Raw config → validated [`Config`], collecting every problem with its key path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::*;
+use super::*;
+
+/// A host name pattern: `api.example.com` or `*.example.com` (any subdomain, not the apex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pattern: String,
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        let name = lower.strip_prefix("*.").unwrap_or(&lower);
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            return Err(format!("{s:?} is not a host name or *.domain pattern"));
+        }
+        Ok(HostPattern { pattern: lower })
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        match self.pattern.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            None => host.eq_ignore_ascii_case(&self.pattern),
+        }
+    }
+
+    /// The DNS subtree this pattern lives in, for X.509 name constraints.
+    pub fn dns_subtree(&self) -> &str {
+        self.pattern.strip_prefix("*.").unwrap_or(&self.pattern)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem { path: path.into(), message: message.into() });
+    }
+}
+
+fn ms(v: Option<u64>, default: u64) -> Duration {
+    Duration::from_millis(v.unwrap_or(default))
+}
+
+fn socket_addr(p: &mut Problems, path: &str, v: &str) -> Option<SocketAddr> {
+    match v.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(path, format!("{v:?} is not an address like 127.0.0.1:15001"));
+            None
+        }
+    }
+}
+
+fn resolve_path(base: &Path, v: &str) -> PathBuf {
+    let p = PathBuf::from(v);
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
+fn https_url(p: &mut Problems, path: &str, v: &str, allow_http_loopback: bool) -> Option<url::Url> {
+    match url::Url::parse(v) {
+        Ok(u) if u.scheme() == "https" => Some(u),
+        Ok(u) if u.scheme() == "http" && allow_http_loopback && is_loopback(&u) => Some(u),
+        Ok(_) => {
+            p.add(path, format!("{v:?} must be an https URL (secrets never travel over cleartext)"));
+            None
+        }
+        Err(e) => {
+            p.add(path, format!("{v:?} is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem>> {
+    let mut p = Problems(Vec::new());
+
+    let mode = match raw.mode.as_deref() {
+        None | Some("production") => Mode::Production,
+        Some("dev") => Mode::Dev,
+        Some(other) => {
+            p.add("mode", format!("{other:?} is not one of production, dev"));
+            Mode::Production
+        }
+    };
+
+    let identity = IdentityConfig {
+        agent_id: non_empty(&mut p, "identity.agent_id", raw.identity.agent_id),
+        tenant: non_empty(&mut p, "identity.tenant", raw.identity.tenant),
+        labels: raw.identity.labels,
+    };
+
+    let listeners = Listeners {
+        proxy: socket_addr(&mut p, "listeners.proxy", raw.listeners.proxy.as_deref().unwrap_or("127.0.0.1:15001")),
+        admin: socket_addr(&mut p, "listeners.admin", raw.listeners.admin.as_deref().unwrap_or("127.0.0.1:15000")),
+    };
+
+    let tls = TlsConfig {
+        ca_cert_path: resolve_path(base, raw.tls.ca_cert_path.as_deref().unwrap_or("/var/run/credential-broker/ca.crt")),
+        leaf_ttl: Duration::from_secs(raw.tls.leaf_ttl_seconds.unwrap_or(3600)),
+        upstream_ca_file: raw.tls.upstream_ca_file.as_deref().map(|f| resolve_path(base, f)),
+    };
+    if !(300..=86_400).contains(&tls.leaf_ttl.as_secs()) {
+        p.add("tls.leaf_ttl_seconds", "must be between 300 and 86400");
+    }
+    if let Some(f) = &tls.upstream_ca_file {
+        if !f.is_file() {
+            p.add("tls.upstream_ca_file", format!("{} does not exist", f.display()));
+        }
+    }
+
+    let passthrough_hosts = host_patterns(&mut p, "passthrough_hosts", &raw.passthrough_hosts);
+
+    let providers = validate_providers(&mut p, raw.providers, mode, base);
+    let routes = validate_routes(&mut p, raw.routes, &providers);
+
+    let policy = match raw.policy {
+        Some(pol) => {
+            let file = resolve_path(base, &pol.file);
+            if !file.is_file() {
+                p.add("policy.file", format!("{} does not exist", file.display()));
+            }
+            PolicyConfig {
+                file,
+                query: pol.query.unwrap_or_else(|| "data.credential_broker.decision".into()),
+                reload_interval: ms(pol.reload_interval_ms, 1000),
+            }
+        }
+        None => {
+            p.add("policy", "is required (a Rego file; there is no implicit allow)");
+            PolicyConfig { file: PathBuf::new(), query: String::new(), reload_interval: Duration::ZERO }
+        }
+    };
+
+    let retry = RetryConfig {
+        max_retries: raw.credentials.retry.max_retries.unwrap_or(3),
+        base_delay: ms(raw.credentials.retry.base_delay_ms, 200),
+        max_delay: ms(raw.credentials.retry.max_delay_ms, 5000),
+    };
+    if retry.max_retries > 3 {
+        p.add("credentials.retry.max_retries", "must be at most 3 (the design caps retries before failing closed)");
+    }
+    let credentials = CredentialsConfig {
+        default_ttl: Duration::from_secs(raw.credentials.default_ttl_seconds.unwrap_or(900)),
+        refresh_before_expiry: Duration::from_secs(raw.credentials.refresh_before_expiry_seconds.unwrap_or(30)),
+        cache_max_entries: raw.credentials.cache_max_entries.unwrap_or(10_000),
+        retry,
+    };
+    if credentials.default_ttl.as_secs() < 60 || credentials.default_ttl.as_secs() > 43_200 {
+        p.add("credentials.default_ttl_seconds", "must be between 60 and 43200");
+    }
+
+    let audit = match raw.audit {
+        Some(a) => AuditConfig { path: resolve_path(base, &a.path) },
+        None => {
+            p.add("audit", "is required: every issuance must be recorded");
+            AuditConfig { path: PathBuf::new() }
+        }
+    };
+
+    let l = raw.limits;
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.unwrap_or(64 * 1024),
+        header_read_timeout: ms(l.header_read_timeout_ms, 10_000),
+        request_timeout: ms(l.request_timeout_ms, 60_000),
+        idle_timeout: ms(l.idle_timeout_ms, 300_000),
+        max_connections: l.max_connections.unwrap_or(1024),
+        drain_grace: ms(l.drain_grace_ms, 10_000),
+    };
+    if limits.max_header_bytes < 8192 {
+        p.add("limits.max_header_bytes", "must be at least 8192");
+    }
+    if limits.max_connections == 0 {
+        p.add("limits.max_connections", "must be at least 1");
+    }
+
+    let logging = LoggingConfig {
+        json: match raw.logging.format.as_deref() {
+            None | Some("json") => true,
+            Some("text") => false,
+            Some(other) => {
+                p.add("logging.format", format!("{other:?} is not one of json, text"));
+                true
+            }
+        },
+        level: raw.logging.level.unwrap_or_else(|| "info".into()),
+    };
+
+    if p.0.is_empty() {
+        Ok(Config { mode, identity, listeners, tls, passthrough_hosts, routes, providers, policy, credentials, audit, limits, logging })
+    } else {
+        Err(p.0)
+    }
+}
+
+fn non_empty(p: &mut Problems, path: &str, v: Option<String>) -> String {
+    match v {
+        Some(s) if !s.trim().is_empty() => s,
+        _ => {
+            p.add(path, "is required");
+            String::new()
+        }
+    }
+}
+
+fn host_patterns(p: &mut Problems, path: &str, hosts: &[String]) -> Vec<HostPattern> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| HostPattern::parse(h).map_err(|e| p.add(format!("{path}[{i}]"), e)).ok())
+        .collect()
+}
+
+fn validate_providers(
+    p: &mut Problems,
+    raw: BTreeMap<String, RawProvider>,
+    mode: Mode,
+    base: &Path,
+) -> BTreeMap<String, ProviderConfig> {
+    let mut out = BTreeMap::new();
+    for (name, provider) in raw {
+        let path = format!("providers.{name}");
+        let validated = match provider {
+            RawProvider::Env { variable, ttl_seconds } => {
+                if mode != Mode::Dev {
+                    p.add(format!("{path}.type"), "the env provider is for dev/test only: set `mode: dev` to use it");
+                }
+                ProviderConfig::Env { variable, ttl: Duration::from_secs(ttl_seconds.unwrap_or(300)) }
+            }
+            RawProvider::Oauth2 { token_url, client_id, client_secret_file, scopes, scopes_by_method, audience, revocation_url } => {
+                let token_url = https_url(p, &format!("{path}.token_url"), &token_url, false);
+                let revocation_url = revocation_url.and_then(|u| https_url(p, &format!("{path}.revocation_url"), &u, false));
+                let scopes_by_method = scopes_by_method.into_iter().map(|(m, s)| (m.to_ascii_uppercase(), s)).collect();
+                if client_id.is_empty() {
+                    p.add(format!("{path}.client_id"), "is required");
+                }
+                match (token_url, revocation_url) {
+                    (Some(token_url), revocation_url) => ProviderConfig::OAuth2 {
+                        token_url,
+                        client_id,
+                        client_secret_file: resolve_path(base, &client_secret_file),
+                        scopes,
+                        scopes_by_method,
+                        audience,
+                        revocation_url,
+                    },
+                    _ => continue,
+                }
+            }
+        };
+        out.insert(name, validated);
+    }
+    out
+}
+
+fn validate_routes(p: &mut Problems, raw: Vec<RawRoute>, providers: &BTreeMap<String, ProviderConfig>) -> Vec<Route> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if r.name.is_empty() || !names.insert(r.name.clone()) {
+            p.add(format!("{path}.name"), format!("{:?} is empty or used by another route", r.name));
+        }
+        if r.hosts.is_empty() && r.endpoint.is_none() {
+            p.add(format!("{path}.hosts"), "a route needs hosts, an endpoint, or both");
+        }
+        let hosts = host_patterns(p, &format!("{path}.hosts"), &r.hosts);
+        let connect_to = r.connect_to.as_deref().and_then(|v| socket_addr(p, &format!("{path}.connect_to"), v));
+        let endpoint = r.endpoint.and_then(|e| {
+            let listen = socket_addr(p, &format!("{path}.endpoint.listen"), &e.listen);
+            let upstream = https_url(p, &format!("{path}.endpoint.upstream"), &e.upstream, r.allow_plaintext_upstream);
+            Some(Endpoint { listen: listen?, upstream: upstream? })
+        });
+        if !providers.contains_key(&r.provider) {
+            p.add(format!("{path}.provider"), format!("unknown provider {:?}", r.provider));
+        }
+        let Some(header) = r.inject.header else {
+            p.add(format!("{path}.inject"), "needs a `header` injection");
+            continue;
+        };
+        let name = match http::HeaderName::from_bytes(header.name.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                p.add(format!("{path}.inject.header.name"), format!("{:?} is not a header name", header.name));
+                continue;
+            }
+        };
+        let format = header.format.unwrap_or_else(|| "{secret}".into());
+        if format.matches("{secret}").count() != 1 {
+            p.add(format!("{path}.inject.header.format"), "must contain {secret} exactly once");
+        }
+        if header.placeholder.len() < 8 {
+            p.add(format!("{path}.inject.header.placeholder"), "must be at least 8 characters so it cannot be confused with a short real value");
+        }
+        out.push(Route {
+            name: r.name,
+            hosts,
+            connect_to,
+            endpoint,
+            provider: r.provider,
+            inject: HeaderInject { name, format, placeholder: header.placeholder },
+            allow_plaintext_upstream: r.allow_plaintext_upstream,
+        });
+    }
+    out
+}

@@ -1,0 +1,3 @@
+//! Injection: putting a minted credential onto the request, the last mutation before upstream.
+
+pub mod header;

@@ -1,0 +1,97 @@
+//! The forward proxy (`HTTP_PROXY` / `HTTPS_PROXY`): absolute-form requests and `CONNECT`.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+use super::{intercept, serve_connection, Drain};
+use crate::broker::Broker;
+use crate::pipeline::upstream::forward_plain;
+use crate::pipeline::{self, new_request_id, BrokerError, Target};
+use crate::upstream::{full, Body};
+
+/// Serve one agent connection to the proxy port.
+pub async fn serve(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, stream: TcpStream) {
+    let (b, d, inner_builder) = (broker.clone(), drain.clone(), builder.clone());
+    serve_connection(builder, stream, &drain, move |req| {
+        let (b, d, ib) = (b.clone(), d.clone(), inner_builder.clone());
+        async move { Ok(route(b, ib, d, req).await) }
+    })
+    .await;
+}
+
+async fn route(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        return connect(broker, builder, drain, req).await;
+    }
+    if req.uri().scheme().is_none() || req.uri().host().is_none() {
+        return refuse(BrokerError::NotAProxyRequest);
+    }
+    absolute_form(broker, req).await
+}
+
+/// `CONNECT host:port`: intercept routed hosts, tunnel passthrough hosts, refuse the rest.
+async fn connect(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, req: Request<Incoming>) -> Response<Body> {
+    let Some((host, port)) = connect_target(&req) else {
+        return refuse(BrokerError::BadConnectTarget(req.uri().to_string()));
+    };
+    if let Some(route) = broker.config.route_for_host(&host) {
+        let target = Arc::new(Target { scheme: "https", host, port, base_path: String::new(), route: Arc::new(route.clone()) });
+        tokio::spawn(intercept::intercept(broker.clone(), builder, drain, target, hyper::upgrade::on(req)));
+        return established();
+    }
+    if broker.config.is_passthrough(&host) {
+        tracing::info!(%host, port, "tunnelling passthrough host without credentials");
+        tokio::spawn(intercept::tunnel(host, port, hyper::upgrade::on(req)));
+        return established();
+    }
+    refuse(BrokerError::Unrouted(host))
+}
+
+async fn absolute_form(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+    let host = req.uri().host().unwrap_or_default().to_ascii_lowercase();
+    let https = req.uri().scheme_str() == Some("https");
+    let port = req.uri().port_u16().unwrap_or(if https { 443 } else { 80 });
+    if let Some(route) = broker.config.route_for_host(&host) {
+        if !https && !route.allow_plaintext_upstream {
+            return refuse(BrokerError::PlaintextRefused(host));
+        }
+        let scheme = if https { "https" } else { "http" };
+        let target = Arc::new(Target { scheme, host, port, base_path: String::new(), route: Arc::new(route.clone()) });
+        return match pipeline::handle(broker, target, req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+    }
+    if broker.config.is_passthrough(&host) {
+        return match forward_plain(&broker.client, req, broker.config.limits.request_timeout).await {
+            Ok(resp) => resp,
+            Err(e) => refuse(e),
+        };
+    }
+    refuse(BrokerError::Unrouted(host))
+}
+
+/// Parse `host:port` from a CONNECT request; both parts are required.
+fn connect_target(req: &Request<Incoming>) -> Option<(String, u16)> {
+    let authority = req.uri().authority()?;
+    let port = authority.port_u16()?;
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    (!host.is_empty() && port != 0).then_some((host, port))
+}
+
+fn established() -> Response<Body> {
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+fn refuse(e: BrokerError) -> Response<Body> {
+    let request_id = new_request_id();
+    tracing::warn!(request_id = %request_id, error = %e, code = e.code(), "proxy request refused");
+    e.into_response(&request_id)
+}

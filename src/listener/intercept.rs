@@ -1,0 +1,47 @@
+//! Inside an accepted CONNECT: TLS interception for routed hosts, opaque tunnels for passthrough.
+
+use std::sync::Arc;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio_rustls::TlsAcceptor;
+
+use super::{serve_connection, Drain};
+use crate::broker::Broker;
+use crate::pipeline::{self, Target};
+
+/// Terminate TLS with a leaf for the CONNECT host and handle the requests inside one by one.
+/// The CONNECT target, not the inner Host header, decides where requests go: an agent cannot
+/// CONNECT to one routed host and then address another.
+pub async fn intercept(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, target: Arc<Target>, upgrade: OnUpgrade) {
+    let upgraded = match upgrade.await {
+        Ok(u) => u,
+        Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+    };
+    let config = match broker.ca.server_config(&target.host).await {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(host = %target.host, error = %e, "cannot mint a leaf certificate"),
+    };
+    let handshake = TlsAcceptor::from(config).accept(TokioIo::new(upgraded));
+    let tls = match tokio::time::timeout(broker.config.limits.header_read_timeout, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return tracing::warn!(host = %target.host, error = %e, "agent TLS handshake failed (does it trust the broker CA?)"),
+        Err(_) => return tracing::warn!(host = %target.host, "agent TLS handshake timed out"),
+    };
+    serve_connection(builder, tls, &drain, move |req| pipeline::handle(broker.clone(), target.clone(), req)).await;
+}
+
+/// Copy bytes both ways to an explicitly allowed host, with no interception and no credentials.
+pub async fn tunnel(host: String, port: u16, upgrade: OnUpgrade) {
+    let upgraded = match upgrade.await {
+        Ok(u) => u,
+        Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+    };
+    match tokio::net::TcpStream::connect((host.as_str(), port)).await {
+        Ok(mut upstream) => {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream).await;
+        }
+        Err(e) => tracing::warn!(%host, port, error = %e, "passthrough connect failed"),
+    }
+}

@@ -1,0 +1,82 @@
+//! Every way a request can be refused, and the one place each becomes an HTTP answer.
+
+use http::{header, Response, StatusCode};
+use serde_json::json;
+
+use crate::upstream::{full, Body};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("no route for host {0}; the broker only forwards to configured hosts")]
+    Unrouted(String),
+    #[error("denied by policy: {0}")]
+    Denied(String),
+    #[error("request could not be classified: {0}")]
+    Unclassified(String),
+    #[error("{0}")]
+    NotPlaceholder(String),
+    #[error("refusing to send credentials for {0} over cleartext http; use https")]
+    PlaintextRefused(String),
+    #[error("credential minting failed for provider {provider}: {message}")]
+    MintFailed { provider: String, message: String },
+    #[error("the audit log cannot be written, so no credential is issued: {0}")]
+    AuditUnavailable(String),
+    #[error("upstream {0} did not answer in time")]
+    UpstreamTimeout(String),
+    #[error("upstream {host} failed: {reason}")]
+    Upstream { host: String, reason: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("bad CONNECT target {0:?}: expected host:port")]
+    BadConnectTarget(String),
+    #[error("this port is a forward proxy: send absolute-form requests (http://host/path) or CONNECT")]
+    NotAProxyRequest,
+    #[error("no such path {0}")]
+    NotFound(String),
+}
+
+impl BrokerError {
+    fn status(&self) -> StatusCode {
+        use BrokerError::*;
+        match self {
+            Unrouted(_) | Denied(_) | Unclassified(_) | NotPlaceholder(_) | PlaintextRefused(_) => StatusCode::FORBIDDEN,
+            MintFailed { .. } | AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Upstream { .. } => StatusCode::BAD_GATEWAY,
+            BadRequest(_) | BadConnectTarget(_) | NotAProxyRequest => StatusCode::BAD_REQUEST,
+            NotFound(_) => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// A short, stable code clients and tests can match on.
+    pub fn code(&self) -> &'static str {
+        use BrokerError::*;
+        match self {
+            Unrouted(_) => "unrouted_host",
+            Denied(_) => "policy_denied",
+            Unclassified(_) => "unclassified_request",
+            NotPlaceholder(_) => "real_credential_refused",
+            PlaintextRefused(_) => "plaintext_refused",
+            MintFailed { .. } => "credential_minting_failed",
+            AuditUnavailable(_) => "audit_unavailable",
+            UpstreamTimeout(_) => "upstream_timeout",
+            Upstream { .. } => "upstream_error",
+            BadRequest(_) => "bad_request",
+            BadConnectTarget(_) => "bad_connect_target",
+            NotAProxyRequest => "not_a_proxy_request",
+            NotFound(_) => "not_found",
+        }
+    }
+
+    /// The HTTP answer: status plus a JSON body naming the problem and the request id.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let body = json!({ "error": self.code(), "message": self.to_string(), "request_id": request_id });
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        if let Ok(v) = http::HeaderValue::from_str(request_id) {
+            resp.headers_mut().insert(super::REQUEST_ID_HEADER, v);
+        }
+        resp
+    }
+}

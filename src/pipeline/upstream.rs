@@ -1,0 +1,93 @@
+//! The last stage: inject the credential, forward, and stream the answer back.
+
+
+use http::{header, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::headers::{is_upgrade, strip_hop_by_hop};
+use super::{BrokerError, Target};
+use crate::broker::Broker;
+use crate::inject::header::inject;
+use crate::providers::Lease;
+use crate::upstream::{boxed, Body};
+
+pub(super) async fn forward(broker: &Broker, target: &Target, mut req: Request<Incoming>, path: &str, lease: &Lease) -> Result<Response<Body>, BrokerError> {
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
+    parts.headers.remove(header::HOST);
+    inject(&mut parts.headers, &target.route.inject, &lease.secret).map_err(|e| BrokerError::Upstream { host: target.host.clone(), reason: e.to_string() })?;
+    parts.uri = upstream_uri(target, path, parts.uri.query())?;
+    parts.version = http::Version::HTTP_11;
+    let request = Request::from_parts(parts, boxed(body));
+
+    let timeout = broker.config.limits.request_timeout;
+    let mut resp = tokio::time::timeout(timeout, broker.client.request(request))
+        .await
+        .map_err(|_| BrokerError::UpstreamTimeout(target.host.clone()))?
+        .map_err(|e| BrokerError::Upstream { host: target.host.clone(), reason: describe(&e) })?;
+
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
+                }
+            });
+        }
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, boxed(http_body_util::Empty::new())));
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, boxed(body)))
+}
+
+fn upstream_uri(target: &Target, path: &str, query: Option<&str>) -> Result<Uri, BrokerError> {
+    let default_port = if target.scheme == "https" { 443 } else { 80 };
+    let authority = if target.port == default_port { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    Uri::builder()
+        .scheme(target.scheme)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| BrokerError::BadRequest(format!("cannot build upstream URI: {e}")))
+}
+
+/// hyper's client errors hide the cause (connection refused, TLS failure) in the source chain.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Forward a request to a passthrough host over cleartext HTTP, without credentials.
+pub async fn forward_plain(client: &crate::upstream::HttpClient, req: Request<Incoming>, timeout: std::time::Duration) -> Result<Response<Body>, BrokerError> {
+    let host = req.uri().host().unwrap_or_default().to_string();
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let resp = tokio::time::timeout(timeout, client.request(Request::from_parts(parts, boxed(body))))
+        .await
+        .map_err(|_| BrokerError::UpstreamTimeout(host.clone()))?
+        .map_err(|e| BrokerError::Upstream { host, reason: describe(&e) })?;
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, boxed(body)))
+}
+
