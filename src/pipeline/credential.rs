@@ -85,6 +85,8 @@ async fn mint_and_record(
     };
     let mut record = AuditRecord::new(AuditEvent::Issue, &req.request_id, &req.identity.agent_id, &req.identity.tenant);
     record.route = Some(route);
+    // Only an allowed request ever reaches minting; the record says so on its own.
+    record.decision = Some("allow".into());
     record.scope = Some(req.scope.clone());
     record.credential_scope = Some(lease.credential_scope.clone());
     record.provider = Some(provider.name().to_string());

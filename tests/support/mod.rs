@@ -1,0 +1,8 @@
+//! Test harness: real servers on 127.0.0.1:0 and the real broker binary, all stopped on drop.
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod clients;
+pub mod pki;
+pub mod token_endpoint;
+pub mod upstream;
