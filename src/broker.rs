@@ -16,7 +16,7 @@ use crate::providers::env::EnvProvider;
 use crate::providers::oauth2::{OAuth2Provider, OAuth2Settings};
 use crate::providers::{Identity, SharedProvider};
 use crate::tls::CertificateAuthority;
-use crate::upstream::{build_client, client_tls_config, ConnectTo, HttpClient};
+use crate::upstream::{build_client, build_http1_client, client_tls_config, ConnectTo, HttpClient};
 
 pub struct Broker {
     pub config: Arc<Config>,
@@ -28,6 +28,8 @@ pub struct Broker {
     pub audit: AuditLog,
     pub alerts: Alerts,
     pub client: HttpClient,
+    /// HTTP/1.1 only, for WebSocket and other upgrades.
+    pub upgrade_client: HttpClient,
     ready: AtomicBool,
 }
 
@@ -53,7 +55,9 @@ impl Broker {
             .filter_map(|r| r.connect_to.map(|addr| r.hosts.iter().map(move |h| (h.clone(), addr))))
             .flatten()
             .collect();
-        let client = build_client(tls, ConnectTo::new(overrides, Duration::from_secs(10)));
+        let connect_to = ConnectTo::new(overrides, Duration::from_secs(10));
+        let upgrade_client = build_http1_client(tls.clone(), connect_to.clone());
+        let client = build_client(tls, connect_to);
         let providers = build_providers(&config, &client)?;
         let audit = AuditLog::open(&config.audit.path).context("opening the audit log")?;
         Ok(Arc::new(Broker {
@@ -66,6 +70,7 @@ impl Broker {
             audit,
             alerts: Alerts::default(),
             client,
+            upgrade_client,
             ready: AtomicBool::new(false),
         }))
     }

@@ -81,12 +81,18 @@ pub fn client_tls_config(extra_ca: Option<&Path>) -> anyhow::Result<rustls::Clie
 }
 
 /// The pooled client used for every upstream request and for providers' own HTTP calls.
+/// It offers h2 and http/1.1 by ALPN.
 pub fn build_client(tls: rustls::ClientConfig, connect_to: ConnectTo) -> HttpClient {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(connect_to);
+    pooled(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_all_versions().wrap_connector(connect_to))
+}
+
+/// A client that offers only http/1.1, for protocol upgrades (WebSocket): `Upgrade` does not
+/// exist in HTTP/2, so such a request must not land on a pooled h2 connection.
+pub fn build_http1_client(tls: rustls::ClientConfig, connect_to: ConnectTo) -> HttpClient {
+    pooled(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connect_to))
+}
+
+fn pooled(https: HttpsConnector<ConnectTo>) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)

@@ -526,3 +526,50 @@ fn the_log_carries_the_request_id_on_every_request_line() {
         }
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_sent_events_stream_through_without_buffering() {
+    let s = Spine::start(Options::default()).await;
+    // The upstream sends the second event 3 s after the first; curl gives up after 2 s, so it
+    // can only have the first event if the broker passed it on at once.
+    let out = support::clients::curl(&[
+        "--proxy",
+        &s.broker.proxy_url(),
+        "--cacert",
+        s.broker.ca_cert().to_str().unwrap(),
+        "--no-buffer",
+        "--max-time",
+        "2",
+        &s.url("/repos/acme/events"),
+    ]);
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert!(got.contains("data: first"), "stdout={got:?} stderr={}", String::from_utf8_lossy(&out.stderr));
+    assert!(!got.contains("data: second"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_upgrades_pass_through_with_the_credential() {
+    let s = Spine::start(Options::default()).await;
+    let endpoint = s.broker.addresses.endpoints["github"];
+    let mut conn = TcpStream::connect(endpoint).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(
+        b"GET /repos/acme/ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).unwrap(), 1, "connection closed during the handshake: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    conn.write_all(b"hello through the tunnel").unwrap();
+    let mut echo = [0u8; 24];
+    conn.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello through the tunnel");
+    let seen = s.upstream.requests();
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {}", s.idp().issued()[0]).as_str()));
+}

@@ -25,7 +25,8 @@ pub(super) async fn forward(broker: &Broker, target: &Target, mut req: Request<I
     let request = Request::from_parts(parts, boxed(body));
 
     let timeout = broker.config.limits.request_timeout;
-    let mut resp = tokio::time::timeout(timeout, broker.client.request(request))
+    let client = if upgrade { &broker.upgrade_client } else { &broker.client };
+    let mut resp = tokio::time::timeout(timeout, client.request(request))
         .await
         .map_err(|_| BrokerError::UpstreamTimeout(target.host.clone()))?
         .map_err(|e| BrokerError::Upstream { host: target.host.clone(), reason: describe(&e) })?;

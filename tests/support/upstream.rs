@@ -62,7 +62,18 @@ impl HttpsUpstream {
     }
 }
 
-async fn answer(rec: Arc<Mutex<Vec<Received>>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn answer(rec: Arc<Mutex<Vec<Received>>>, mut req: Request<Incoming>) -> Result<Response<AnswerBody>, Infallible> {
+    if req.uri().path().ends_with("/ws") {
+        let authorization = req.headers().get("authorization").map(|v| v.to_str().unwrap_or("").to_string());
+        let (method, path, version) = (req.method().to_string(), req.uri().path().to_string(), req.version());
+        rec.lock().unwrap().push(Received { method, path, authorization, version, body_len: 0 });
+        return Ok(websocket_echo(&mut req));
+    }
+    if req.uri().path().ends_with("/events") {
+        return Ok(server_sent_events());
+    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let version = req.version();
@@ -70,5 +81,40 @@ async fn answer(rec: Arc<Mutex<Vec<Received>>>, req: Request<Incoming>) -> Resul
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     rec.lock().unwrap().push(Received { method: method.clone(), path: path.clone(), authorization, version, body_len: body.len() });
     let answer = serde_json::json!({"ok": true, "method": method, "path": path, "body_len": body.len()});
-    Ok(Response::builder().header("content-type", "application/json").body(Full::new(Bytes::from(answer.to_string()))).unwrap())
+    Ok(Response::builder().header("content-type", "application/json").body(Full::new(Bytes::from(answer.to_string())).boxed()).unwrap())
+}
+
+/// `/events`: one event at once, the next only 3 s later, so a client that sees the first event
+/// early proves the broker streams rather than buffers.
+fn server_sent_events() -> Response<AnswerBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from("data: first\n\n")))).await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from("data: second\n\n")))).await;
+    });
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    Response::builder().header("content-type", "text/event-stream").body(body.boxed()).unwrap()
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `/ws`: answers the upgrade with 101 and then echoes raw bytes (enough to prove the tunnel).
+fn websocket_echo(req: &mut Request<Incoming>) -> Response<AnswerBody> {
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
 }
