@@ -41,9 +41,7 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         let l = bind(addr, "proxy").await?;
         bound.proxy = Some(l.local_addr()?);
         let (b, d, builder) = (broker.clone(), drain.clone(), proxy_builder.clone());
-        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "proxy", move |stream, _| {
-            forward::serve(b.clone(), builder.clone(), d.clone(), stream)
-        })));
+        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "proxy", move |stream, _| forward::serve(b.clone(), builder.clone(), d.clone(), stream))));
     }
     for route in &config.routes {
         let Some(target) = endpoint::endpoint_target(route) else { continue };

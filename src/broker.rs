@@ -37,11 +37,7 @@ impl Broker {
     /// Build every component; any failure here stops start-up before a port is bound.
     pub fn build(config: Config) -> anyhow::Result<Arc<Broker>> {
         let config = Arc::new(config);
-        let identity = Identity {
-            agent_id: config.identity.agent_id.clone(),
-            tenant: config.identity.tenant.clone(),
-            labels: config.identity.labels.clone(),
-        };
+        let identity = Identity { agent_id: config.identity.agent_id.clone(), tenant: config.identity.tenant.clone(), labels: config.identity.labels.clone() };
         let mut permitted: Vec<String> = config.routes.iter().flat_map(|r| r.hosts.iter().map(|h| h.dns_subtree().to_string())).collect();
         permitted.sort();
         permitted.dedup();
@@ -49,12 +45,7 @@ impl Broker {
         ca.write_cert(&config.tls.ca_cert_path)?;
         let policy = Arc::new(PolicyEngine::load(&config.policy.file, &config.policy.query)?);
         let tls = client_tls_config(config.tls.upstream_ca_file.as_deref())?;
-        let overrides = config
-            .routes
-            .iter()
-            .filter_map(|r| r.connect_to.map(|addr| r.hosts.iter().map(move |h| (h.clone(), addr))))
-            .flatten()
-            .collect();
+        let overrides = config.routes.iter().filter_map(|r| r.connect_to.map(|addr| r.hosts.iter().map(move |h| (h.clone(), addr)))).flatten().collect();
         let connect_to = ConnectTo::new(overrides, Duration::from_secs(10));
         let upgrade_client = build_http1_client(tls.clone(), connect_to.clone());
         let client = build_client(tls, connect_to);

@@ -22,9 +22,7 @@ pub enum Command {
         addresses_file: Option<PathBuf>,
     },
     /// Validate a configuration file; lists every problem with its key path.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Show the route, scope and policy decision for a request, without minting anything.
     Explain {
         #[arg(long, short)]

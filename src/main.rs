@@ -73,21 +73,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Audit { command: AuditCommand::Verify { file, expect_head } } => {
-            match credential_broker::audit::verify::verify_file(&file) {
-                Ok(v) if expect_head.as_deref().is_some_and(|h| h != v.head) => {
-                    eprintln!("{}: chain intact over {} record(s) but its head {} is not the expected one (records removed from the end)", file.display(), v.records, v.head);
-                    ExitCode::FAILURE
-                }
-                Ok(v) => {
-                    println!("{}: ok, {} record(s), head {}", file.display(), v.records, v.head);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}: broken at {e}", file.display());
-                    ExitCode::FAILURE
-                }
+        Command::Audit { command: AuditCommand::Verify { file, expect_head } } => match credential_broker::audit::verify::verify_file(&file) {
+            Ok(v) if expect_head.as_deref().is_some_and(|h| h != v.head) => {
+                eprintln!(
+                    "{}: chain intact over {} record(s) but its head {} is not the expected one (records removed from the end)",
+                    file.display(),
+                    v.records,
+                    v.head
+                );
+                ExitCode::FAILURE
             }
-        }
+            Ok(v) => {
+                println!("{}: ok, {} record(s), head {}", file.display(), v.records, v.head);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: broken at {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -93,10 +93,7 @@ pub fn build_http1_client(tls: rustls::ClientConfig, connect_to: ConnectTo) -> H
 }
 
 fn pooled(https: HttpsConnector<ConnectTo>) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
-        .build(https)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(64).build(https)
 }
 
 /// Box any body into [`Body`].

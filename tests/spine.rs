@@ -170,9 +170,7 @@ fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
                 out.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&out);
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+                    let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
                     if len.is_some_and(|len| body.len() >= len) {
                         break;
                     }
@@ -507,12 +505,8 @@ fn the_log_carries_the_request_id_on_every_request_line() {
         let denied_id = json_body(&body)["request_id"].as_str().unwrap().to_string();
         let (status, headers) = s.curl(&["--dump-header", "-", "--output", "/dev/null"], "/repos/acme/a");
         assert_eq!(status, 200);
-        let allowed_id = headers
-            .lines()
-            .find_map(|l| l.strip_prefix("x-credential-broker-request-id: "))
-            .expect("the response carries the request id")
-            .trim()
-            .to_string();
+        let allowed_id =
+            headers.lines().find_map(|l| l.strip_prefix("x-credential-broker-request-id: ")).expect("the response carries the request id").trim().to_string();
         let log = s.broker.log();
         for id in [&denied_id, &allowed_id] {
             assert!(log.lines().any(|l| l.contains(id.as_str())), "no log line carries request id {id}");

@@ -52,20 +52,9 @@ pub enum NamespaceOptIn {
 }
 
 /// Answers one AdmissionReview body with the AdmissionReview response document.
-pub fn review(
-    body: &[u8],
-    config: &InjectorConfig,
-    opt_in: NamespaceOptIn,
-) -> Result<Value, ReviewError> {
-    let document: Value =
-        serde_json::from_slice(body).map_err(|err| ReviewError::NotJson(err.to_string()))?;
-    let field = |key: &str| {
-        document
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+pub fn review(body: &[u8], config: &InjectorConfig, opt_in: NamespaceOptIn) -> Result<Value, ReviewError> {
+    let document: Value = serde_json::from_slice(body).map_err(|err| ReviewError::NotJson(err.to_string()))?;
+    let field = |key: &str| document.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     if api_version != ADMISSION_API_VERSION || kind != ADMISSION_KIND {
         return Err(ReviewError::WrongKind { api_version, kind });
@@ -83,22 +72,13 @@ pub fn review(
             map.remove("object")
         })
         .unwrap_or(Value::Null);
-    let mut request: AdmissionRequest<DynamicObject> = serde_json::from_value(request_value)
-        .map_err(|err| ReviewError::MalformedRequest(err.to_string()))?;
-    request.types = TypeMeta {
-        api_version: ADMISSION_API_VERSION.to_owned(),
-        kind: ADMISSION_KIND.to_owned(),
-    };
+    let mut request: AdmissionRequest<DynamicObject> = serde_json::from_value(request_value).map_err(|err| ReviewError::MalformedRequest(err.to_string()))?;
+    request.types = TypeMeta { api_version: ADMISSION_API_VERSION.to_owned(), kind: ADMISSION_KIND.to_owned() };
     let response = respond(&request, &object, config, opt_in);
     Ok(encode_response(response))
 }
 
-fn respond(
-    request: &AdmissionRequest<DynamicObject>,
-    object: &Value,
-    config: &InjectorConfig,
-    opt_in: NamespaceOptIn,
-) -> AdmissionResponse {
+fn respond(request: &AdmissionRequest<DynamicObject>, object: &Value, config: &InjectorConfig, opt_in: NamespaceOptIn) -> AdmissionResponse {
     let allowed = AdmissionResponse::from(request);
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
     // Only creation is mutated: a pod's containers cannot change after it exists, and the
@@ -113,12 +93,7 @@ fn respond(
         name: request
             .namespace
             .clone()
-            .or_else(|| {
-                object
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+            .or_else(|| object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| "default".to_owned()),
         inject_enabled: opt_in == NamespaceOptIn::Labelled,
     };
@@ -138,9 +113,7 @@ fn respond(
             } else {
                 match allowed.clone().with_patch(mutation.patch) {
                     Ok(response) => response,
-                    Err(err) => {
-                        return deny(allowed, format!("credential-broker: internal error: {err}"))
-                    }
+                    Err(err) => return deny(allowed, format!("credential-broker: internal error: {err}")),
                 }
             };
             if !warnings.is_empty() {
@@ -170,10 +143,7 @@ fn deny(response: AdmissionResponse, message: impl ToString) -> AdmissionRespons
 
 /// A pod's name for logs: `name`, else `generateName` (pods from controllers have only that).
 fn pod_name(object: &Value) -> &str {
-    ["/metadata/name", "/metadata/generateName"]
-        .iter()
-        .find_map(|p| object.pointer(p).and_then(Value::as_str))
-        .unwrap_or("")
+    ["/metadata/name", "/metadata/generateName"].iter().find_map(|p| object.pointer(p).and_then(Value::as_str)).unwrap_or("")
 }
 
 /// Serializes the review; the patch goes out base64-encoded, as `[]byte` is in Kubernetes JSON
@@ -187,15 +157,8 @@ fn encode_response(response: AdmissionResponse) -> Value {
         })
     });
     if let Some(patch) = review.pointer_mut("/response/patch") {
-        let bytes: Vec<u8> = patch
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let bytes: Vec<u8> =
+            patch.as_array().map(|items| items.iter().filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect()).unwrap_or_default();
         *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     review

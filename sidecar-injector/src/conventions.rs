@@ -108,13 +108,7 @@ pub const ENV_POLICY_BUNDLE: &str = "CB_POLICY_BUNDLE";
 
 /// Env vars pointing TLS clients at the broker's CA certificate (OpenSSL, AWS SDKs and CLI,
 /// Python requests, Node.js, curl).
-pub const CA_ENV_VARS: [&str; 5] = [
-    "SSL_CERT_FILE",
-    "AWS_CA_BUNDLE",
-    "REQUESTS_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
-    "CURL_CA_BUNDLE",
-];
+pub const CA_ENV_VARS: [&str; 5] = ["SSL_CERT_FILE", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE"];
 /// Proxy env vars set in proxy mode; lowercase too because curl and many tools read only those.
 pub const PROXY_ENV_VARS: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 /// No-proxy env vars set in proxy mode.

@@ -13,26 +13,15 @@ pub fn is_dns_label(name: &str) -> bool {
 fn is_label_shaped(part: &str) -> bool {
     let bytes = part.as_bytes();
     let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    edge_ok(bytes.first())
-        && edge_ok(bytes.last())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    edge_ok(bytes.first()) && edge_ok(bytes.last()) && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// Whether `value` is a Kubernetes resource quantity such as `50m`, `0.5`, `128Mi` or `1e3`.
 pub fn is_quantity(value: &str) -> bool {
-    const SUFFIXES: [&str; 14] = [
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", "",
-    ];
-    let number_end = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(value.len());
+    const SUFFIXES: [&str; 14] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", ""];
+    let number_end = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
     let (number, suffix) = value.split_at(number_end);
-    let number_ok = !number.is_empty()
-        && number != "."
-        && number.matches('.').count() <= 1
-        && number.chars().any(|c| c.is_ascii_digit());
+    let number_ok = !number.is_empty() && number != "." && number.matches('.').count() <= 1 && number.chars().any(|c| c.is_ascii_digit());
     let suffix_ok = SUFFIXES.contains(&suffix) || is_exponent(suffix);
     number_ok && suffix_ok
 }

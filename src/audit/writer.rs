@@ -47,10 +47,7 @@ impl AuditLog {
         let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| write_err(path, &e))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let mut chain = Chain { file, path: path.to_path_buf(), seq, prev_hash };
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || chain.run(rx))
-            .map_err(|e| write_err(path, &e))?;
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || chain.run(rx)).map_err(|e| write_err(path, &e))?;
         Ok(AuditLog { tx, path: path.to_path_buf() })
     }
 

@@ -12,12 +12,7 @@ pub fn classify(method: &str, scheme: &str, host: &str, path: &str) -> Result<Sc
         return Err(ClassifyError::new(format!("path {path:?} is not absolute")));
     }
     let path = path.split('?').next().unwrap_or(path);
-    Ok(Scope::single(
-        "http",
-        None,
-        format!("http:{}", method.to_ascii_uppercase()),
-        format!("{scheme}://{}{path}", host.to_ascii_lowercase()),
-    ))
+    Ok(Scope::single("http", None, format!("http:{}", method.to_ascii_uppercase()), format!("{scheme}://{}{path}", host.to_ascii_lowercase())))
 }
 
 #[cfg(test)]

@@ -31,20 +31,8 @@ pub struct Permission {
 
 impl Scope {
     /// A scope with a single permission.
-    pub fn single(
-        service: impl Into<String>,
-        region: Option<String>,
-        action: impl Into<String>,
-        resource: impl Into<String>,
-    ) -> Self {
-        Scope {
-            service: service.into(),
-            region,
-            permissions: vec![Permission {
-                action: action.into(),
-                resource: resource.into(),
-            }],
-        }
+    pub fn single(service: impl Into<String>, region: Option<String>, action: impl Into<String>, resource: impl Into<String>) -> Self {
+        Scope { service: service.into(), region, permissions: vec![Permission { action: action.into(), resource: resource.into() }] }
     }
 
     /// A stable, human-readable key naming exactly what this scope grants (used in cache keys and audit).
@@ -73,8 +61,6 @@ pub struct ClassifyError {
 
 impl ClassifyError {
     pub fn new(reason: impl Into<String>) -> Self {
-        ClassifyError {
-            reason: reason.into(),
-        }
+        ClassifyError { reason: reason.into() }
     }
 }

@@ -86,6 +86,8 @@ pub struct HeaderInject {
     pub placeholder: String,
 }
 
+// Built once at start-up and read by reference, so variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
     Env {
@@ -189,23 +191,18 @@ impl Config {
             problems: vec![ConfigProblem { path: String::new(), message: format!("cannot read file: {e}") }],
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::from_yaml(&text, base, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError {
-            file: path.display().to_string(),
-            problems,
-        })
+        Self::from_yaml(&text, base, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError { file: path.display().to_string(), problems })
     }
 
     /// Parse and validate YAML text; `lookup` resolves `${NAME}` references.
     pub fn from_yaml(text: &str, base_dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigProblem>> {
-        let mut value: serde_norway::Value = serde_norway::from_str(text)
-            .map_err(|e| vec![ConfigProblem { path: String::new(), message: format!("not valid YAML: {e}") }])?;
+        let mut value: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| vec![ConfigProblem { path: String::new(), message: format!("not valid YAML: {e}") }])?;
         if value.is_null() {
             value = serde_norway::Value::Mapping(Default::default());
         }
-        let env_problems: Vec<ConfigProblem> = env_expand::expand_env(&mut value, lookup)
-            .into_iter()
-            .map(|(path, message)| ConfigProblem { path, message })
-            .collect();
+        let env_problems: Vec<ConfigProblem> =
+            env_expand::expand_env(&mut value, lookup).into_iter().map(|(path, message)| ConfigProblem { path, message }).collect();
         if !env_problems.is_empty() {
             return Err(env_problems);
         }

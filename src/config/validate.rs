@@ -19,9 +19,7 @@ impl HostPattern {
         let lower = s.trim().to_ascii_lowercase();
         let name = lower.strip_prefix("*.").unwrap_or(&lower);
         let valid = !name.is_empty()
-            && name.split('.').all(|label| {
-                !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
+            && name.split('.').all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         if !valid {
             return Err(format!("{s:?} is not a host name or *.domain pattern"));
         }
@@ -74,7 +72,11 @@ fn socket_addr(p: &mut Problems, path: &str, v: &str) -> Option<SocketAddr> {
 
 fn resolve_path(base: &Path, v: &str) -> PathBuf {
     let p = PathBuf::from(v);
-    if p.is_absolute() { p } else { base.join(p) }
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
 }
 
 fn https_url(p: &mut Problems, path: &str, v: &str, allow_http_loopback: bool) -> Option<url::Url> {
@@ -233,19 +235,10 @@ fn non_empty(p: &mut Problems, path: &str, v: Option<String>) -> String {
 }
 
 fn host_patterns(p: &mut Problems, path: &str, hosts: &[String]) -> Vec<HostPattern> {
-    hosts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| HostPattern::parse(h).map_err(|e| p.add(format!("{path}[{i}]"), e)).ok())
-        .collect()
+    hosts.iter().enumerate().filter_map(|(i, h)| HostPattern::parse(h).map_err(|e| p.add(format!("{path}[{i}]"), e)).ok()).collect()
 }
 
-fn validate_providers(
-    p: &mut Problems,
-    raw: BTreeMap<String, RawProvider>,
-    mode: Mode,
-    base: &Path,
-) -> BTreeMap<String, ProviderConfig> {
+fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode: Mode, base: &Path) -> BTreeMap<String, ProviderConfig> {
     let mut out = BTreeMap::new();
     for (name, provider) in raw {
         let path = format!("providers.{name}");

@@ -50,11 +50,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> HeaderInject {
-        HeaderInject {
-            name: http::header::AUTHORIZATION,
-            format: "Bearer {secret}".into(),
-            placeholder: "credential-broker-placeholder".into(),
-        }
+        HeaderInject { name: http::header::AUTHORIZATION, format: "Bearer {secret}".into(), placeholder: "credential-broker-placeholder".into() }
     }
 
     #[test]

@@ -68,12 +68,7 @@ pub(super) async fn obtain(
 
 /// Mint with retries; on success record the issuance durably before anyone may use it; on
 /// failure raise the alert. Runs in its own task (see the cache).
-async fn mint_and_record(
-    broker: Arc<Broker>,
-    provider: crate::providers::SharedProvider,
-    req: MintRequest,
-    route: String,
-) -> Result<Lease, MintFailure> {
+async fn mint_and_record(broker: Arc<Broker>, provider: crate::providers::SharedProvider, req: MintRequest, route: String) -> Result<Lease, MintFailure> {
     let retry = broker.config.credentials.retry;
     let minted = with_retries(&retry, |_| provider.mint(&req)).await;
     let lease = match minted {

@@ -1,6 +1,5 @@
 //! The last stage: inject the credential, forward, and stream the answer back.
 
-
 use http::{header, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -91,4 +90,3 @@ pub async fn forward_plain(client: &crate::upstream::HttpClient, req: Request<In
     strip_hop_by_hop(&mut parts.headers, false);
     Ok(Response::from_parts(parts, boxed(body)))
 }
-

@@ -162,12 +162,7 @@ fn evaluate(compiled: &regorus::CompiledPolicy, identity: &Identity, request: &R
         version: INPUT_VERSION,
         agent: AgentInput { id: &identity.agent_id, tenant: &identity.tenant, labels: &identity.labels },
         request,
-        scope: ScopeInput {
-            service: &scope.service,
-            action: &permission.action,
-            resource: &permission.resource,
-            region: scope.region.as_deref(),
-        },
+        scope: ScopeInput { service: &scope.service, action: &permission.action, resource: &permission.resource, region: scope.region.as_deref() },
         time: crate::audit::record::rfc3339(SystemTime::now()),
     };
     let input = match serde_json::to_value(&input) {

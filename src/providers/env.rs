@@ -37,8 +37,7 @@ impl CredentialProvider for EnvProvider {
 
     fn mint<'a>(&'a self, req: &'a MintRequest) -> BoxFuture<'a, Result<Lease, ProviderError>> {
         async move {
-            let value = std::env::var(&self.variable)
-                .map_err(|_| ProviderError::permanent(format!("environment variable {} is not set", self.variable)))?;
+            let value = std::env::var(&self.variable).map_err(|_| ProviderError::permanent(format!("environment variable {} is not set", self.variable)))?;
             Ok(Lease {
                 id: new_lease_id(),
                 provider: self.name.clone(),

@@ -150,7 +150,11 @@ impl CredentialProvider for OAuth2Provider {
                     .finish(),
             );
             let (status, body) = self.post_form(url, form).await?;
-            if status.is_success() { Ok(()) } else { Err(token_error(status, &body)) }
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(token_error(status, &body))
+            }
         }
         .boxed()
     }

@@ -84,7 +84,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_later_success_is_returned() {
-        let r = with_retries(&cfg(), |n| async move { if n < 2 { Err(ProviderError::retryable("x")) } else { Ok(n) } }).await;
+        let r = with_retries(&cfg(), |n| async move {
+            if n < 2 {
+                Err(ProviderError::retryable("x"))
+            } else {
+                Ok(n)
+            }
+        })
+        .await;
         assert_eq!(r.unwrap(), 2);
     }
 

@@ -39,9 +39,7 @@ pub fn split_status(out: &Output) -> (u16, String) {
 
 /// The Python interpreter that has `requests`: `$CB_TEST_PYTHON`, else the repo's `.venv` that `.ci/run` makes.
 pub fn python() -> PathBuf {
-    let candidate = std::env::var_os("CB_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let candidate = std::env::var_os("CB_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     let ok = Command::new(&candidate).args(["-c", "import requests"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         panic!(

@@ -28,31 +28,14 @@ fn pod() -> Value {
 fn bodies_that_are_no_review_are_errors() {
     let config = InjectorConfig::default();
     let labelled = NamespaceOptIn::Labelled;
-    assert!(matches!(
-        review(b"{not json", &config, labelled),
-        Err(ReviewError::NotJson(_))
-    ));
+    assert!(matches!(review(b"{not json", &config, labelled), Err(ReviewError::NotJson(_))));
     assert_eq!(
         review(br#"{"apiVersion":"v1","kind":"Pod"}"#, &config, labelled),
-        Err(ReviewError::WrongKind {
-            api_version: "v1".to_owned(),
-            kind: "Pod".to_owned()
-        })
+        Err(ReviewError::WrongKind { api_version: "v1".to_owned(), kind: "Pod".to_owned() })
     );
-    assert_eq!(
-        review(
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
-            &config,
-            labelled
-        ),
-        Err(ReviewError::NoRequest)
-    );
+    assert_eq!(review(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, &config, labelled), Err(ReviewError::NoRequest));
     assert!(matches!(
-        review(
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x"}}"#,
-            &config,
-            labelled
-        ),
+        review(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x"}}"#, &config, labelled),
         Err(ReviewError::MalformedRequest(_))
     ));
 }
@@ -65,9 +48,7 @@ fn create_is_patched_with_base64_json_patch() {
     assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     assert_eq!(response["allowed"], true);
     assert_eq!(response["patchType"], "JSONPatch");
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(response["patch"].as_str().unwrap())
-        .unwrap();
+    let patch = base64::engine::general_purpose::STANDARD.decode(response["patch"].as_str().unwrap()).unwrap();
     let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
     assert!(!patch.0.is_empty());
 }

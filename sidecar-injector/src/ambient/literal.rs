@@ -17,39 +17,19 @@ struct Pattern {
 
 fn pattern(looks_like: &'static str, source: &str, needs_secret_name: bool) -> Option<Pattern> {
     // The sources are fixed strings tested below; a bad one is skipped rather than panicking.
-    Regex::new(source).ok().map(|regex| Pattern {
-        looks_like,
-        regex,
-        needs_secret_name,
-    })
+    Regex::new(source).ok().map(|regex| Pattern { looks_like, regex, needs_secret_name })
 }
 
 static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     [
         pattern("an AWS access key id", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", false),
         pattern("an AWS secret access key", r"^[A-Za-z0-9/+=]{40}$", true),
-        pattern(
-            "a PEM private key",
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----",
-            false,
-        ),
-        pattern(
-            "a GitHub token",
-            r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",
-            false,
-        ),
+        pattern("a PEM private key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----", false),
+        pattern("a GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})", false),
         pattern("a Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", false),
-        pattern(
-            "a JSON Web Token",
-            r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}",
-            false,
-        ),
+        pattern("a JSON Web Token", r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}", false),
         pattern("an API key (sk-...)", r"\bsk-[A-Za-z0-9_-]{20,}", false),
-        pattern(
-            "a URL with a password",
-            r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@",
-            false,
-        ),
+        pattern("a URL with a password", r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:([^/\s@]+)@", false),
     ]
     .into_iter()
     .flatten()
@@ -58,8 +38,7 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
 
 /// A reference to another env var (`$(NAME)`), which Kubernetes expands at start; the value
 /// itself is no credential (the referenced variable is checked on its own).
-static ENV_REFERENCE: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"^\$\([A-Za-z_][A-Za-z0-9_]*\)$").ok());
+static ENV_REFERENCE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"^\$\([A-Za-z_][A-Za-z0-9_]*\)$").ok());
 
 /// What a literal `value` of variable `name` looks like, if it looks like a credential.
 pub fn looks_like_credential(name: &str, value: &str) -> Option<&'static str> {
@@ -69,9 +48,7 @@ pub fn looks_like_credential(name: &str, value: &str) -> Option<&'static str> {
         .filter(|p| secret_name || !p.needs_secret_name)
         .find(|p| match p.regex.captures(value) {
             // URL: a password that is only a `$(VAR)` reference is fine.
-            Some(caps) => caps
-                .get(1)
-                .is_none_or(|password| !is_env_reference(password.as_str())),
+            Some(caps) => caps.get(1).is_none_or(|password| !is_env_reference(password.as_str())),
             None => false,
         })
         .map(|p| p.looks_like)
@@ -96,39 +73,15 @@ mod tests {
         let cases = [
             ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE", "an AWS access key id"),
             ("KEY", "ASIAY34FZKBOKMUTVV7A", "an AWS access key id"),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                "an AWS secret access key",
-            ),
-            (
-                "TLS_KEY",
-                "-----BEGIN RSA PRIVATE KEY-----\nMIIE...",
-                "a PEM private key",
-            ),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "an AWS secret access key"),
+            ("TLS_KEY", "-----BEGIN RSA PRIVATE KEY-----\nMIIE...", "a PEM private key"),
             ("K", "-----BEGIN PRIVATE KEY-----", "a PEM private key"),
-            (
-                "GITHUB_TOKEN",
-                "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-                "a GitHub token",
-            ),
-            (
-                "GH",
-                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
-                "a GitHub token",
-            ),
+            ("GITHUB_TOKEN", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "a GitHub token"),
+            ("GH", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "a GitHub token"),
             ("SLACK", "xoxb-123456789012-abcdefghij", "a Slack token"),
-            (
-                "TOKEN",
-                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-                "a JSON Web Token",
-            ),
+            ("TOKEN", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "a JSON Web Token"),
             ("OPENAI_API_KEY", "sk-proj-abcdefghijklmnopqrstuvwx", "an API key (sk-...)"),
-            (
-                "DATABASE_URL",
-                "postgres://app:hunter2@db.example:5432/app",
-                "a URL with a password",
-            ),
+            ("DATABASE_URL", "postgres://app:hunter2@db.example:5432/app", "a URL with a password"),
         ];
         for (name, value, expected) in cases {
             assert_eq!(looks_like_credential(name, value), Some(expected), "{name}");

@@ -89,36 +89,19 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let container = &self.container;
         match &self.finding {
-            Finding::SecretKeyRef { var, secret, .. } => write!(
-                f,
-                "container {container:?}: env {var:?} comes from secret {secret:?} (valueFrom.secretKeyRef)"
-            ),
-            Finding::EnvFromSecret {
-                env_from_index,
-                secret,
-            } => write!(
-                f,
-                "container {container:?}: envFrom[{env_from_index}] imports every key of secret {secret:?} (envFrom.secretRef)"
-            ),
-            Finding::LiteralCredential {
-                var, looks_like, ..
-            } => write!(
-                f,
-                "container {container:?}: env {var:?} has a literal value that looks like {looks_like}"
-            ),
-            Finding::SecretVolume {
-                volume,
-                secrets,
-                mount_path,
-                ..
-            } => write!(
+            Finding::SecretKeyRef { var, secret, .. } => {
+                write!(f, "container {container:?}: env {var:?} comes from secret {secret:?} (valueFrom.secretKeyRef)")
+            }
+            Finding::EnvFromSecret { env_from_index, secret } => {
+                write!(f, "container {container:?}: envFrom[{env_from_index}] imports every key of secret {secret:?} (envFrom.secretRef)")
+            }
+            Finding::LiteralCredential { var, looks_like, .. } => {
+                write!(f, "container {container:?}: env {var:?} has a literal value that looks like {looks_like}")
+            }
+            Finding::SecretVolume { volume, secrets, mount_path, .. } => write!(
                 f,
                 "container {container:?}: volume {volume:?} (secret {}) is mounted at {mount_path}",
-                secrets
-                    .iter()
-                    .map(|s| format!("{s:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                secrets.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
             ),
         }
     }
@@ -128,11 +111,7 @@ impl fmt::Display for Violation {
 pub fn denial_message(violations: &[Violation]) -> String {
     format!(
         "credential-broker: agent containers must not hold credentials (the broker fetches them on their behalf): {}",
-        violations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
+        violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )
 }
 

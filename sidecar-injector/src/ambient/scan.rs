@@ -16,29 +16,19 @@ pub fn scan_pod(pod: &Pod) -> Vec<Violation> {
         return Vec::new();
     };
     let volumes = spec.volumes.as_deref().unwrap_or_default();
-    let lists = [
-        (
-            ContainerList::InitContainers,
-            spec.init_containers.as_deref().unwrap_or_default(),
-        ),
-        (ContainerList::Containers, spec.containers.as_slice()),
-    ];
+    let lists = [(ContainerList::InitContainers, spec.init_containers.as_deref().unwrap_or_default()), (ContainerList::Containers, spec.containers.as_slice())];
     let mut violations = Vec::new();
     for (list, containers) in lists {
         for (container_index, container) in containers.iter().enumerate() {
             if is_injected_container(&container.name) {
                 continue;
             }
-            violations.extend(
-                scan_container(container, volumes)
-                    .into_iter()
-                    .map(|finding| Violation {
-                        list,
-                        container_index,
-                        container: container.name.clone(),
-                        finding,
-                    }),
-            );
+            violations.extend(scan_container(container, volumes).into_iter().map(|finding| Violation {
+                list,
+                container_index,
+                container: container.name.clone(),
+                finding,
+            }));
         }
     }
     violations
@@ -47,49 +37,22 @@ pub fn scan_pod(pod: &Pod) -> Vec<Violation> {
 fn scan_container(container: &Container, volumes: &[Volume]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (env_index, var) in container.env.iter().flatten().enumerate() {
-        let secret_ref = var
-            .value_from
-            .as_ref()
-            .and_then(|from| from.secret_key_ref.as_ref());
+        let secret_ref = var.value_from.as_ref().and_then(|from| from.secret_key_ref.as_ref());
         if let Some(secret_ref) = secret_ref {
-            findings.push(Finding::SecretKeyRef {
-                env_index,
-                var: var.name.clone(),
-                secret: secret_ref.name.clone(),
-            });
-        } else if let Some(looks_like) = var
-            .value
-            .as_deref()
-            .and_then(|value| looks_like_credential(&var.name, value))
-        {
-            findings.push(Finding::LiteralCredential {
-                env_index,
-                var: var.name.clone(),
-                looks_like,
-            });
+            findings.push(Finding::SecretKeyRef { env_index, var: var.name.clone(), secret: secret_ref.name.clone() });
+        } else if let Some(looks_like) = var.value.as_deref().and_then(|value| looks_like_credential(&var.name, value)) {
+            findings.push(Finding::LiteralCredential { env_index, var: var.name.clone(), looks_like });
         }
     }
     for (env_from_index, source) in container.env_from.iter().flatten().enumerate() {
         if let Some(secret_ref) = &source.secret_ref {
-            findings.push(Finding::EnvFromSecret {
-                env_from_index,
-                secret: secret_ref.name.clone(),
-            });
+            findings.push(Finding::EnvFromSecret { env_from_index, secret: secret_ref.name.clone() });
         }
     }
     for (mount_index, mount) in container.volume_mounts.iter().flatten().enumerate() {
-        let secrets = volumes
-            .iter()
-            .find(|volume| volume.name == mount.name)
-            .map(secrets_of_volume)
-            .unwrap_or_default();
+        let secrets = volumes.iter().find(|volume| volume.name == mount.name).map(secrets_of_volume).unwrap_or_default();
         if !secrets.is_empty() {
-            findings.push(Finding::SecretVolume {
-                mount_index,
-                volume: mount.name.clone(),
-                secrets,
-                mount_path: mount.mount_path.clone(),
-            });
+            findings.push(Finding::SecretVolume { mount_index, volume: mount.name.clone(), secrets, mount_path: mount.mount_path.clone() });
         }
     }
     findings
@@ -97,10 +60,7 @@ fn scan_container(container: &Container, volumes: &[Volume]) -> Vec<Finding> {
 
 /// Names of the Secrets a volume exposes, directly or as projected sources.
 fn secrets_of_volume(volume: &Volume) -> Vec<String> {
-    let direct = volume
-        .secret
-        .as_ref()
-        .map(|secret| secret.secret_name.clone().unwrap_or_default());
+    let direct = volume.secret.as_ref().map(|secret| secret.secret_name.clone().unwrap_or_default());
     let projected = volume
         .projected
         .iter()

@@ -96,17 +96,11 @@ impl Default for InjectorConfig {
 }
 
 fn default_requests() -> CpuMemory {
-    CpuMemory {
-        cpu: "50m".to_owned(),
-        memory: "32Mi".to_owned(),
-    }
+    CpuMemory { cpu: "50m".to_owned(), memory: "32Mi".to_owned() }
 }
 
 fn default_limits() -> CpuMemory {
-    CpuMemory {
-        cpu: "500m".to_owned(),
-        memory: "128Mi".to_owned(),
-    }
+    CpuMemory { cpu: "500m".to_owned(), memory: "128Mi".to_owned() }
 }
 
 /// One problem in the config, with the key path it was found at.
@@ -144,20 +138,13 @@ pub enum ConfigError {
 }
 
 fn join_issues(issues: &[ConfigIssue]) -> String {
-    issues
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl InjectorConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_yaml(&text)
     }
 
@@ -169,10 +156,7 @@ impl InjectorConfig {
         let deserializer = serde_norway::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = err.path().to_string();
-            ConfigError::Parse(ConfigIssue {
-                path: if path == "." { "(top level)".to_owned() } else { path },
-                message: err.into_inner().to_string(),
-            })
+            ConfigError::Parse(ConfigIssue { path: if path == "." { "(top level)".to_owned() } else { path }, message: err.into_inner().to_string() })
         })?;
         Self::from_raw(raw)
     }
@@ -180,37 +164,20 @@ impl InjectorConfig {
     /// Validates raw values, filling in defaults; collects every issue rather than the first.
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut issues = Vec::new();
-        let mut issue = |path: &str, message: String| {
-            issues.push(ConfigIssue {
-                path: path.to_owned(),
-                message,
-            })
-        };
+        let mut issue = |path: &str, message: String| issues.push(ConfigIssue { path: path.to_owned(), message });
 
-        let image = raw
-            .broker
-            .image
-            .unwrap_or_else(|| conventions::DEFAULT_BROKER_IMAGE.to_owned());
+        let image = raw.broker.image.unwrap_or_else(|| conventions::DEFAULT_BROKER_IMAGE.to_owned());
         if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
             issue("broker.image", format!("not an image reference: {image:?}"));
         }
         if let Some(policy) = &raw.broker.image_pull_policy {
             if !["Always", "IfNotPresent", "Never"].contains(&policy.as_str()) {
-                issue(
-                    "broker.image_pull_policy",
-                    format!("{policy:?} is not one of Always, IfNotPresent, Never"),
-                );
+                issue("broker.image_pull_policy", format!("{policy:?} is not one of Always, IfNotPresent, Never"));
             }
         }
-        let config_map = raw
-            .broker
-            .config_map
-            .unwrap_or_else(|| conventions::DEFAULT_BROKER_CONFIG_MAP.to_owned());
+        let config_map = raw.broker.config_map.unwrap_or_else(|| conventions::DEFAULT_BROKER_CONFIG_MAP.to_owned());
         if !names::is_dns_subdomain(&config_map) {
-            issue(
-                "broker.config_map",
-                format!("{config_map:?} is not a valid ConfigMap name"),
-            );
+            issue("broker.config_map", format!("{config_map:?} is not a valid ConfigMap name"));
         }
 
         let resources = &raw.broker.resources;
@@ -242,10 +209,7 @@ impl InjectorConfig {
             }
         };
 
-        let redirect_ports = raw
-            .transparent
-            .redirect_ports
-            .unwrap_or_else(|| conventions::DEFAULT_REDIRECT_PORTS.to_vec());
+        let redirect_ports = raw.transparent.redirect_ports.unwrap_or_else(|| conventions::DEFAULT_REDIRECT_PORTS.to_vec());
         if redirect_ports.is_empty() {
             issue("transparent.redirect_ports", "must not be empty".to_owned());
         }
@@ -263,10 +227,7 @@ impl InjectorConfig {
         let mut strip_namespaces = BTreeSet::new();
         for (index, namespace) in raw.credentials.strip_namespaces.into_iter().enumerate() {
             if !names::is_dns_label(&namespace) {
-                issue(
-                    &format!("credentials.strip_namespaces[{index}]"),
-                    format!("{namespace:?} is not a valid namespace name"),
-                );
+                issue(&format!("credentials.strip_namespaces[{index}]"), format!("{namespace:?} is not a valid namespace name"));
             }
             strip_namespaces.insert(namespace);
         }
@@ -295,10 +256,5 @@ fn quantity_or(value: &Option<String>, default: &str) -> String {
 }
 
 fn broker_ports() -> [u16; 4] {
-    [
-        conventions::ADMIN_PORT,
-        conventions::PROXY_PORT,
-        conventions::TRANSPARENT_PORT,
-        conventions::POSTGRES_PORT,
-    ]
+    [conventions::ADMIN_PORT, conventions::PROXY_PORT, conventions::TRANSPARENT_PORT, conventions::POSTGRES_PORT]
 }

@@ -28,9 +28,7 @@ fn full_config_parses() {
 
 #[test]
 fn unknown_key_names_its_path() {
-    let err = InjectorConfig::from_yaml("broker:\n  resources:\n    limits:\n      gpu: 1\n")
-        .unwrap_err()
-        .to_string();
+    let err = InjectorConfig::from_yaml("broker:\n  resources:\n    limits:\n      gpu: 1\n").unwrap_err().to_string();
     assert!(err.contains("broker.resources.limits"), "{err}");
     assert!(err.contains("gpu"), "{err}");
 }

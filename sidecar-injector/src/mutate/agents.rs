@@ -13,16 +13,10 @@ use crate::mutate::broker::agent_ca_mount;
 pub fn configure_agents(builder: &mut PatchBuilder, transparent: bool) -> Result<(), Denial> {
     for list in [ContainerList::InitContainers, ContainerList::Containers] {
         let array = pointer(["spec", list.json_key()]);
-        let count = builder
-            .get(&array)
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
+        let count = builder.get(&array).and_then(Value::as_array).map_or(0, Vec::len);
         for index in 0..count {
             let container = child(&array, &index.to_string());
-            let name = builder
-                .get(&child(&container, "name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let name = builder.get(&child(&container, "name")).and_then(Value::as_str).unwrap_or_default();
             if is_injected_container(name) {
                 continue;
             }
@@ -32,11 +26,7 @@ pub fn configure_agents(builder: &mut PatchBuilder, transparent: bool) -> Result
     Ok(())
 }
 
-fn configure_agent(
-    builder: &mut PatchBuilder,
-    container: &json_patch::jsonptr::PointerBuf,
-    transparent: bool,
-) -> Result<(), Denial> {
+fn configure_agent(builder: &mut PatchBuilder, container: &json_patch::jsonptr::PointerBuf, transparent: bool) -> Result<(), Denial> {
     let env = child(container, "env");
     for (name, value) in agent_env(transparent) {
         // An existing variable of the same name is replaced in place: the broker's value must
@@ -58,8 +48,7 @@ fn configure_agent(
                 .filter(|(_, m)| {
                     let path = m.get("mountPath").and_then(Value::as_str);
                     let name = m.get("name").and_then(Value::as_str);
-                    path == Some(DEFAULT_TOKEN_MOUNT_PATH)
-                        || (path == Some(CA_DIR) && name != Some(CA_VOLUME_NAME))
+                    path == Some(DEFAULT_TOKEN_MOUNT_PATH) || (path == Some(CA_DIR) && name != Some(CA_VOLUME_NAME))
                 })
                 .map(|(index, _)| index)
                 .collect()
@@ -68,8 +57,7 @@ fn configure_agent(
     for index in doomed.into_iter().rev() {
         builder.remove(child(&mounts, &index.to_string()))?;
     }
-    let ca_mount = serde_json::to_value(agent_ca_mount())
-        .map_err(|err| Denial::Internal(format!("cannot serialize the CA mount: {err}")))?;
+    let ca_mount = serde_json::to_value(agent_ca_mount()).map_err(|err| Denial::Internal(format!("cannot serialize the CA mount: {err}")))?;
     builder.upsert(&mounts, "name", ca_mount)
 }
 
@@ -104,14 +92,9 @@ pub fn remove_unused_default_token_volumes(builder: &mut PatchBuilder) -> Result
 }
 
 fn is_default_token_volume(volume: &Value) -> bool {
-    let named = volume
-        .get("name")
-        .and_then(Value::as_str)
-        .is_some_and(|n| n.starts_with("kube-api-access-"));
-    let has_token = volume
-        .pointer("/projected/sources")
-        .and_then(Value::as_array)
-        .is_some_and(|sources| sources.iter().any(|s| s.get("serviceAccountToken").is_some()));
+    let named = volume.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with("kube-api-access-"));
+    let has_token =
+        volume.pointer("/projected/sources").and_then(Value::as_array).is_some_and(|sources| sources.iter().any(|s| s.get("serviceAccountToken").is_some()));
     named && has_token
 }
 

@@ -3,10 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    ConfigMapVolumeSource, HTTPGetAction, ObjectFieldSelector, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -38,14 +36,8 @@ pub fn broker_container(config: &InjectorConfig, options: &PodOptions, native: b
             run_as_user: Some(BROKER_UID),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
@@ -59,12 +51,7 @@ pub fn broker_container(config: &InjectorConfig, options: &PodOptions, native: b
 
 /// The transparent-mode init container that installs the iptables redirect.
 pub fn iptables_init_container(config: &InjectorConfig) -> Container {
-    let ports = config
-        .redirect_ports
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let ports = config.redirect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
     Container {
         name: IPTABLES_INIT_CONTAINER_NAME.to_owned(),
         image: Some(config.broker.image.clone()),
@@ -85,10 +72,7 @@ pub fn iptables_init_container(config: &InjectorConfig) -> Container {
             run_as_user: Some(0),
             run_as_non_root: Some(false),
             allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                add: Some(vec!["NET_ADMIN".to_owned(), "NET_RAW".to_owned()]),
-                drop: Some(vec!["ALL".to_owned()]),
-            }),
+            capabilities: Some(Capabilities { add: Some(vec!["NET_ADMIN".to_owned(), "NET_RAW".to_owned()]), drop: Some(vec!["ALL".to_owned()]) }),
             ..SecurityContext::default()
         }),
         ..Container::default()
@@ -101,18 +85,12 @@ pub fn broker_volumes(options: &PodOptions) -> Vec<Volume> {
         Volume {
             name: CA_VOLUME_NAME.to_owned(),
             // Memory-backed: the CA certificate is tiny and need not touch the node's disk.
-            empty_dir: Some(EmptyDirVolumeSource {
-                medium: Some("Memory".to_owned()),
-                size_limit: Some(Quantity("1Mi".to_owned())),
-            }),
+            empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".to_owned()), size_limit: Some(Quantity("1Mi".to_owned())) }),
             ..Volume::default()
         },
         Volume {
             name: CONFIG_VOLUME_NAME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: options.config_map.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
+            config_map: Some(ConfigMapVolumeSource { name: options.config_map.clone(), ..ConfigMapVolumeSource::default() }),
             ..Volume::default()
         },
         Volume {
@@ -139,29 +117,19 @@ pub fn agent_ca_mount() -> VolumeMount {
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
-    }
+    VolumeMount { name: name.to_owned(), mount_path: path.to_owned(), read_only: Some(read_only), ..VolumeMount::default() }
 }
 
 fn broker_ports() -> Vec<ContainerPort> {
-    [
-        ("cb-admin", ADMIN_PORT),
-        ("cb-proxy", PROXY_PORT),
-        ("cb-transparent", TRANSPARENT_PORT),
-        ("cb-postgres", POSTGRES_PORT),
-    ]
-    .into_iter()
-    .map(|(name, port)| ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: i32::from(port),
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    })
-    .collect()
+    [("cb-admin", ADMIN_PORT), ("cb-proxy", PROXY_PORT), ("cb-transparent", TRANSPARENT_PORT), ("cb-postgres", POSTGRES_PORT)]
+        .into_iter()
+        .map(|(name, port)| ContainerPort {
+            name: Some(name.to_owned()),
+            container_port: i32::from(port),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        })
+        .collect()
 }
 
 fn broker_env(options: &PodOptions) -> Vec<EnvVar> {
@@ -182,10 +150,7 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: field_path.to_owned(),
-                api_version: Some("v1".to_owned()),
-            }),
+            field_ref: Some(ObjectFieldSelector { field_path: field_path.to_owned(), api_version: Some("v1".to_owned()) }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -194,34 +159,17 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
 
 /// A plain `name=value` env var.
 pub fn literal_env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        ..EnvVar::default()
-    }
+    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() }
 }
 
 fn resources(config: &InjectorConfig) -> ResourceRequirements {
-    let map = |pair: &CpuMemory| {
-        BTreeMap::from([
-            ("cpu".to_owned(), Quantity(pair.cpu.clone())),
-            ("memory".to_owned(), Quantity(pair.memory.clone())),
-        ])
-    };
-    ResourceRequirements {
-        requests: Some(map(&config.broker.requests)),
-        limits: Some(map(&config.broker.limits)),
-        ..ResourceRequirements::default()
-    }
+    let map = |pair: &CpuMemory| BTreeMap::from([("cpu".to_owned(), Quantity(pair.cpu.clone())), ("memory".to_owned(), Quantity(pair.memory.clone()))]);
+    ResourceRequirements { requests: Some(map(&config.broker.requests)), limits: Some(map(&config.broker.limits)), ..ResourceRequirements::default() }
 }
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(i32::from(ADMIN_PORT)),
-            ..HTTPGetAction::default()
-        }),
+        http_get: Some(HTTPGetAction { path: Some(path.to_owned()), port: IntOrString::Int(i32::from(ADMIN_PORT)), ..HTTPGetAction::default() }),
         period_seconds: Some(period_seconds),
         failure_threshold: Some(failure_threshold),
         ..Probe::default()

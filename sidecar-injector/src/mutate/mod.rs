@@ -68,13 +68,8 @@ impl Mutation {
 /// Pods in an opted-in namespace, or opted in by annotation, are checked for ambient
 /// credentials (denied, or stripped where configured) — even when opted out of injection or
 /// already injected. They are then injected unless opted out or already injected.
-pub fn mutate(
-    pod: &Value,
-    config: &InjectorConfig,
-    namespace: &NamespaceInfo,
-) -> Result<Mutation, Denial> {
-    let typed: Pod = serde_json::from_value(pod.clone())
-        .map_err(|err| Denial::InvalidPod(err.to_string()))?;
+pub fn mutate(pod: &Value, config: &InjectorConfig, namespace: &NamespaceInfo) -> Result<Mutation, Denial> {
+    let typed: Pod = serde_json::from_value(pod.clone()).map_err(|err| Denial::InvalidPod(err.to_string()))?;
     if typed.spec.is_none() {
         return Err(Denial::InvalidPod("it has no spec".to_owned()));
     }
@@ -100,17 +95,10 @@ pub fn mutate(
         }
         inject(&mut builder, config, &options)?;
     }
-    Ok(Mutation {
-        patch: builder.into_patch(),
-        warnings,
-    })
+    Ok(Mutation { patch: builder.into_patch(), warnings })
 }
 
-fn inject(
-    builder: &mut PatchBuilder,
-    config: &InjectorConfig,
-    options: &PodOptions,
-) -> Result<(), Denial> {
+fn inject(builder: &mut PatchBuilder, config: &InjectorConfig, options: &PodOptions) -> Result<(), Denial> {
     let transparent = options.mode == Mode::Transparent;
     let annotations = pointer(["metadata", "annotations"]);
     builder.ensure(&pointer(["metadata"]), json!({}))?;
@@ -118,10 +106,7 @@ fn inject(
     builder.add(child(&annotations, ANNOTATION_STATUS), json!(STATUS_INJECTED))?;
     // Agents must not hold the pod's Kubernetes token: with it they could read Secrets or act
     // as the pod. Only the broker gets a token, projected with its own audience.
-    builder.add(
-        pointer(["spec", "automountServiceAccountToken"]),
-        json!(false),
-    )?;
+    builder.add(pointer(["spec", "automountServiceAccountToken"]), json!(false))?;
 
     agents::configure_agents(builder, transparent)?;
     agents::remove_unused_default_token_volumes(builder)?;
@@ -150,16 +135,11 @@ fn inject(
 }
 
 fn to_value(container: &impl serde::Serialize) -> Result<Value, Denial> {
-    serde_json::to_value(container)
-        .map_err(|err| Denial::Internal(format!("cannot serialize an injected object: {err}")))
+    serde_json::to_value(container).map_err(|err| Denial::Internal(format!("cannot serialize an injected object: {err}")))
 }
 
 /// Names of the injected containers, for callers that want to find them.
 pub fn injected_container(pod: &Pod) -> Option<&Container> {
     let spec = pod.spec.as_ref()?;
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .find(|c| c.name == crate::conventions::BROKER_CONTAINER_NAME)
+    spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == crate::conventions::BROKER_CONTAINER_NAME)
 }

@@ -25,10 +25,7 @@ pub struct PatchBuilder {
 impl PatchBuilder {
     /// Starts from the original document.
     pub fn new(doc: Value) -> Self {
-        PatchBuilder {
-            doc,
-            ops: Vec::new(),
-        }
+        PatchBuilder { doc, ops: Vec::new() }
     }
 
     /// The document with every recorded operation applied.
@@ -47,8 +44,7 @@ impl PatchBuilder {
     }
 
     fn apply(&mut self, op: PatchOperation) -> Result<(), Denial> {
-        json_patch::patch(&mut self.doc, std::slice::from_ref(&op))
-            .map_err(|err| Denial::Internal(format!("patch does not apply: {err}")))?;
+        json_patch::patch(&mut self.doc, std::slice::from_ref(&op)).map_err(|err| Denial::Internal(format!("patch does not apply: {err}")))?;
         self.ops.push(op);
         Ok(())
     }
@@ -79,10 +75,7 @@ impl PatchBuilder {
     /// Puts `item` into the array at `array`, replacing the entry whose `key` equals
     /// `item[key]`, else appending (creating the array when missing).
     pub fn upsert(&mut self, array: &PointerBuf, key: &str, item: Value) -> Result<(), Denial> {
-        let position = self
-            .get(array)
-            .and_then(Value::as_array)
-            .and_then(|items| items.iter().position(|v| v.get(key) == item.get(key)));
+        let position = self.get(array).and_then(Value::as_array).and_then(|items| items.iter().position(|v| v.get(key) == item.get(key)));
         match position {
             Some(index) => self.replace(child(array, &index.to_string()), item),
             None => {
@@ -120,21 +113,10 @@ mod tests {
         let original = json!({"metadata": {}, "env": [{"name": "A", "value": "1"}]});
         let mut builder = PatchBuilder::new(original.clone());
         let env = pointer(["env"]);
-        builder
-            .upsert(&env, "name", json!({"name": "A", "value": "2"}))
-            .unwrap();
-        builder
-            .upsert(&env, "name", json!({"name": "B", "value": "3"}))
-            .unwrap();
-        builder
-            .add(pointer(["metadata", "annotations"]), json!({}))
-            .unwrap();
-        builder
-            .add(
-                pointer(["metadata", "annotations", "credential-broker/status"]),
-                json!("injected"),
-            )
-            .unwrap();
+        builder.upsert(&env, "name", json!({"name": "A", "value": "2"})).unwrap();
+        builder.upsert(&env, "name", json!({"name": "B", "value": "3"})).unwrap();
+        builder.add(pointer(["metadata", "annotations"]), json!({})).unwrap();
+        builder.add(pointer(["metadata", "annotations", "credential-broker/status"]), json!("injected")).unwrap();
         builder.prepend(&pointer(["list"]), vec![json!(1), json!(2)]).unwrap();
         let expected = builder.doc().clone();
         let patch = builder.into_patch();

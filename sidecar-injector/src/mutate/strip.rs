@@ -8,16 +8,12 @@ use crate::ambient::{strip_warning, Finding, Violation};
 ///
 /// Only the container's reference goes (env entry, envFrom entry, volume mount); a Secret
 /// volume no container mounts any more is left in the pod spec, where no process can read it.
-pub fn strip_violations(
-    builder: &mut PatchBuilder,
-    violations: &[Violation],
-) -> Result<Vec<String>, Denial> {
+pub fn strip_violations(builder: &mut PatchBuilder, violations: &[Violation]) -> Result<Vec<String>, Denial> {
     let mut removals: Vec<(&'static str, usize, &'static str, usize)> = violations
         .iter()
         .map(|v| {
             let (array, index) = match &v.finding {
-                Finding::SecretKeyRef { env_index, .. }
-                | Finding::LiteralCredential { env_index, .. } => ("env", *env_index),
+                Finding::SecretKeyRef { env_index, .. } | Finding::LiteralCredential { env_index, .. } => ("env", *env_index),
                 Finding::EnvFromSecret { env_from_index, .. } => ("envFrom", *env_from_index),
                 Finding::SecretVolume { mount_index, .. } => ("volumeMounts", *mount_index),
             };

@@ -5,17 +5,11 @@ use super::*;
 use crate::conventions::*;
 
 fn labelled(name: &str) -> NamespaceInfo {
-    NamespaceInfo {
-        name: name.to_owned(),
-        inject_enabled: true,
-    }
+    NamespaceInfo { name: name.to_owned(), inject_enabled: true }
 }
 
 fn unlabelled() -> NamespaceInfo {
-    NamespaceInfo {
-        name: "other".to_owned(),
-        inject_enabled: false,
-    }
+    NamespaceInfo { name: "other".to_owned(), inject_enabled: false }
 }
 
 fn pod_with(annotations: Value, spec: Value) -> Value {
@@ -34,12 +28,7 @@ fn applied(pod: &Value, mutation: &Mutation) -> (Value, Pod) {
 }
 
 fn env_of<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
-    container
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == name)
-        .and_then(|e| e.value.as_deref())
+    container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.as_deref())
 }
 
 fn spec(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
@@ -71,10 +60,7 @@ fn injects_native_sidecar_env_mounts_and_token() {
     assert_eq!(mounts[0].mount_path, CA_DIR);
     assert_eq!(mounts[0].read_only, Some(true));
     assert_eq!(spec.automount_service_account_token, Some(false));
-    assert_eq!(
-        typed.metadata.annotations.as_ref().unwrap().get(ANNOTATION_STATUS).map(String::as_str),
-        Some(STATUS_INJECTED)
-    );
+    assert_eq!(typed.metadata.annotations.as_ref().unwrap().get(ANNOTATION_STATUS).map(String::as_str), Some(STATUS_INJECTED));
     let volumes: Vec<_> = spec.volumes.as_ref().unwrap().iter().map(|v| v.name.as_str()).collect();
     assert_eq!(volumes, [CA_VOLUME_NAME, CONFIG_VOLUME_NAME, TOKEN_VOLUME_NAME]);
 }
@@ -122,11 +108,14 @@ fn opted_out_pods_in_opted_in_namespaces_are_still_checked() {
 
 #[test]
 fn existing_env_of_the_same_name_is_replaced_and_others_kept() {
-    let pod = pod_with(json!({}), json!({"containers": [{"name": "a", "image": "a", "env": [
-        {"name": "KEEP", "value": "1"},
-        {"name": "HTTPS_PROXY", "value": "http://corp-proxy:3128"},
-        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-    ]}]}));
+    let pod = pod_with(
+        json!({}),
+        json!({"containers": [{"name": "a", "image": "a", "env": [
+            {"name": "KEEP", "value": "1"},
+            {"name": "HTTPS_PROXY", "value": "http://corp-proxy:3128"},
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        ]}]}),
+    );
     let mutation = mutate(&pod, &InjectorConfig::default(), &labelled("agents")).unwrap();
     let (_, typed) = applied(&pod, &mutation);
     let agent = &spec(&typed).containers[0];
@@ -149,10 +138,7 @@ fn transparent_mode_adds_iptables_init_and_no_proxy_env() {
     let init = spec(&typed).init_containers.as_ref().unwrap();
     let names: Vec<_> = init.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, [IPTABLES_INIT_CONTAINER_NAME, BROKER_CONTAINER_NAME, "migrate"]);
-    assert_eq!(
-        init[0].args.as_ref().unwrap().join(" "),
-        "iptables-init --proxy-port 15006 --ports 80,443,5432 --exclude-uid 15100"
-    );
+    assert_eq!(init[0].args.as_ref().unwrap().join(" "), "iptables-init --proxy-port 15006 --ports 80,443,5432 --exclude-uid 15100");
     let caps = init[0].security_context.as_ref().unwrap().capabilities.as_ref().unwrap();
     assert_eq!(caps.add.as_ref().unwrap(), &["NET_ADMIN", "NET_RAW"]);
     assert_eq!(init[0].security_context.as_ref().unwrap().run_as_user, Some(0));
@@ -179,20 +165,23 @@ fn plain_container_fallback() {
 
 #[test]
 fn the_default_token_is_taken_from_agents() {
-    let pod = pod_with(json!({}), json!({
-        "serviceAccountName": "researcher",
-        "containers": [{"name": "a", "image": "a", "volumeMounts": [
-            {"name": "kube-api-access-x2v9k", "mountPath": DEFAULT_TOKEN_MOUNT_PATH, "readOnly": true},
-            {"name": "data", "mountPath": "/data"}
-        ]}],
-        "volumes": [
-            {"name": "data", "emptyDir": {}},
-            {"name": "kube-api-access-x2v9k", "projected": {"sources": [
-                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
-            ]}}
-        ]
-    }));
+    let pod = pod_with(
+        json!({}),
+        json!({
+            "serviceAccountName": "researcher",
+            "containers": [{"name": "a", "image": "a", "volumeMounts": [
+                {"name": "kube-api-access-x2v9k", "mountPath": DEFAULT_TOKEN_MOUNT_PATH, "readOnly": true},
+                {"name": "data", "mountPath": "/data"}
+            ]}],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "kube-api-access-x2v9k", "projected": {"sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+                ]}}
+            ]
+        }),
+    );
     let mutation = mutate(&pod, &InjectorConfig::default(), &labelled("lab")).unwrap();
     let (_, typed) = applied(&pod, &mutation);
     let spec = spec(&typed);
@@ -241,18 +230,21 @@ fn bad_annotations_and_host_network_are_denied() {
 fn strip_namespaces_strip_with_warnings() {
     let mut config = InjectorConfig::default();
     config.strip_namespaces.insert("legacy".to_owned());
-    let pod = pod_with(json!({}), json!({
-        "containers": [{"name": "app", "image": "a",
-            "env": [
-                {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
-                {"name": "KEEP", "value": "1"},
-                {"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
-            ],
-            "envFrom": [{"secretRef": {"name": "bulk"}}],
-            "volumeMounts": [{"name": "creds", "mountPath": "/creds"}]
-        }],
-        "volumes": [{"name": "creds", "secret": {"secretName": "aws"}}]
-    }));
+    let pod = pod_with(
+        json!({}),
+        json!({
+            "containers": [{"name": "app", "image": "a",
+                "env": [
+                    {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                    {"name": "KEEP", "value": "1"},
+                    {"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+                ],
+                "envFrom": [{"secretRef": {"name": "bulk"}}],
+                "volumeMounts": [{"name": "creds", "mountPath": "/creds"}]
+            }],
+            "volumes": [{"name": "creds", "secret": {"secretName": "aws"}}]
+        }),
+    );
     assert!(mutate(&pod, &config, &labelled("agents")).is_err(), "other namespaces still deny");
     let mutation = mutate(&pod, &config, &labelled("legacy")).unwrap();
     assert_eq!(mutation.warnings.len(), 4);

@@ -66,11 +66,7 @@ pub struct DeniedObject {
 
 impl std::fmt::Display for DeniedObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "document {} ({}) denied: {}",
-            self.document, self.object, self.denial
-        )
+        write!(f, "document {} ({}) denied: {}", self.document, self.object, self.denial)
     }
 }
 
@@ -84,27 +80,18 @@ pub struct Injected {
 }
 
 /// Injects every pod template in a (multi-document) YAML stream.
-pub fn inject_manifests(
-    text: &str,
-    config: &InjectorConfig,
-    options: &OfflineOptions,
-) -> Result<Injected, OfflineError> {
+pub fn inject_manifests(text: &str, config: &InjectorConfig, options: &OfflineOptions) -> Result<Injected, OfflineError> {
     let mut outputs = Vec::new();
     let mut warnings = Vec::new();
     let mut denied = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let number = index + 1;
-        let yaml_error = |message: String| OfflineError::Yaml {
-            document: number,
-            message,
-        };
-        let original = serde_norway::Value::deserialize(document)
-            .map_err(|err| yaml_error(err.to_string()))?;
+        let yaml_error = |message: String| OfflineError::Yaml { document: number, message };
+        let original = serde_norway::Value::deserialize(document).map_err(|err| yaml_error(err.to_string()))?;
         if original.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }
-        let mut object: Value =
-            serde_json::to_value(&original).map_err(|err| yaml_error(err.to_string()))?;
+        let mut object: Value = serde_json::to_value(&original).map_err(|err| yaml_error(err.to_string()))?;
         match inject_object(&mut object, config, options, number) {
             Ok(object_warnings) => warnings.extend(object_warnings),
             Err(ObjectError::Denied(mut list)) => denied.append(&mut list),
@@ -116,10 +103,7 @@ pub fn inject_manifests(
     if !denied.is_empty() {
         return Err(OfflineError::Denied(denied));
     }
-    Ok(Injected {
-        yaml: outputs.join("---\n"),
-        warnings,
-    })
+    Ok(Injected { yaml: outputs.join("---\n"), warnings })
 }
 
 enum ObjectError {
@@ -130,8 +114,7 @@ enum ObjectError {
 /// Where the pod template sits in each workload kind.
 fn template_pointer(kind: &str) -> Option<&'static str> {
     match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job"
-        | "ReplicationController" => Some("/spec/template"),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "ReplicationController" => Some("/spec/template"),
         "CronJob" => Some("/spec/jobTemplate/spec/template"),
         _ => None,
     }
@@ -139,20 +122,11 @@ fn template_pointer(kind: &str) -> Option<&'static str> {
 
 fn describe(object: &Value) -> String {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let name = object
-        .pointer("/metadata/name")
-        .or_else(|| object.pointer("/metadata/generateName"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let name = object.pointer("/metadata/name").or_else(|| object.pointer("/metadata/generateName")).and_then(Value::as_str).unwrap_or("");
     format!("{kind} {name:?}")
 }
 
-fn inject_object(
-    object: &mut Value,
-    config: &InjectorConfig,
-    options: &OfflineOptions,
-    document: usize,
-) -> Result<Vec<String>, ObjectError> {
+fn inject_object(object: &mut Value, config: &InjectorConfig, options: &OfflineOptions, document: usize) -> Result<Vec<String>, ObjectError> {
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
     let namespace = NamespaceInfo {
         name: object
@@ -165,13 +139,7 @@ fn inject_object(
     };
     let described = describe(object);
     let with_object = |warning: String| format!("{described}: {warning}");
-    let deny = |denial: Denial| {
-        ObjectError::Denied(vec![DeniedObject {
-            document,
-            object: described.clone(),
-            denial,
-        }])
-    };
+    let deny = |denial: Denial| ObjectError::Denied(vec![DeniedObject { document, object: described.clone(), denial }]);
 
     if kind == "List" {
         return inject_list(object, config, options, document);
@@ -184,17 +152,8 @@ fn inject_object(
     let Some(pointer) = template_pointer(&kind) else {
         return Ok(Vec::new());
     };
-    let shape = |message: &str| {
-        ObjectError::Fatal(OfflineError::Shape {
-            document,
-            object: described.clone(),
-            message: message.to_owned(),
-        })
-    };
-    let template = object
-        .pointer_mut(pointer)
-        .filter(|t| t.is_object())
-        .ok_or_else(|| shape(&format!("no pod template at {pointer}")))?;
+    let shape = |message: &str| ObjectError::Fatal(OfflineError::Shape { document, object: described.clone(), message: message.to_owned() });
+    let template = object.pointer_mut(pointer).filter(|t| t.is_object()).ok_or_else(|| shape(&format!("no pod template at {pointer}")))?;
     // The template is judged as the pod the controller will create from it.
     let mut pod = json!({
         "apiVersion": "v1",
@@ -214,20 +173,10 @@ fn inject_object(
     Ok(mutation.warnings.into_iter().map(with_object).collect())
 }
 
-fn inject_list(
-    list: &mut Value,
-    config: &InjectorConfig,
-    options: &OfflineOptions,
-    document: usize,
-) -> Result<Vec<String>, ObjectError> {
+fn inject_list(list: &mut Value, config: &InjectorConfig, options: &OfflineOptions, document: usize) -> Result<Vec<String>, ObjectError> {
     let mut warnings = Vec::new();
     let mut denied = Vec::new();
-    for item in list
-        .get_mut("items")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
+    for item in list.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
         match inject_object(item, config, options, document) {
             Ok(item_warnings) => warnings.extend(item_warnings),
             Err(ObjectError::Denied(mut list)) => denied.append(&mut list),
@@ -241,17 +190,7 @@ fn inject_list(
     }
 }
 
-fn apply(
-    object: &mut Value,
-    patch: &json_patch::Patch,
-    document: usize,
-    described: &str,
-) -> Result<(), ObjectError> {
-    json_patch::patch(object, patch).map_err(|err| {
-        ObjectError::Fatal(OfflineError::Shape {
-            document,
-            object: described.to_owned(),
-            message: format!("patch does not apply: {err}"),
-        })
-    })
+fn apply(object: &mut Value, patch: &json_patch::Patch, document: usize, described: &str) -> Result<(), ObjectError> {
+    json_patch::patch(object, patch)
+        .map_err(|err| ObjectError::Fatal(OfflineError::Shape { document, object: described.to_owned(), message: format!("patch does not apply: {err}") }))
 }

@@ -13,11 +13,7 @@ pub fn like(original: Option<&Yaml>, new: &Value) -> Yaml {
         Value::Object(map) => {
             let original = original.and_then(Yaml::as_mapping);
             let mut out = Mapping::new();
-            let existing = original
-                .into_iter()
-                .flat_map(|m| m.keys())
-                .filter_map(Yaml::as_str)
-                .filter(|key| map.contains_key(*key));
+            let existing = original.into_iter().flat_map(|m| m.keys()).filter_map(Yaml::as_str).filter(|key| map.contains_key(*key));
             let name_first = map.keys().filter(|k| *k == "name").map(String::as_str);
             let others = map.keys().map(String::as_str);
             for key in existing.chain(name_first).chain(others) {
@@ -31,9 +27,7 @@ pub fn like(original: Option<&Yaml>, new: &Value) -> Yaml {
         }
         Value::Array(items) => {
             let original = original.and_then(Yaml::as_sequence);
-            let children = items.iter().enumerate().map(|(index, item)| {
-                like(counterpart(original, index, item), item)
-            });
+            let children = items.iter().enumerate().map(|(index, item)| like(counterpart(original, index, item), item));
             Yaml::Sequence(children.collect())
         }
         scalar => serde_norway::to_value(scalar).unwrap_or(Yaml::Null),
@@ -45,9 +39,7 @@ pub fn like(original: Option<&Yaml>, new: &Value) -> Yaml {
 fn counterpart<'a>(original: Option<&'a Vec<Yaml>>, index: usize, item: &Value) -> Option<&'a Yaml> {
     let original = original?;
     match item.get("name").and_then(Value::as_str) {
-        Some(name) => original
-            .iter()
-            .find(|o| o.get("name").and_then(Yaml::as_str) == Some(name)),
+        Some(name) => original.iter().find(|o| o.get("name").and_then(Yaml::as_str) == Some(name)),
         None => original.get(index),
     }
 }

@@ -23,10 +23,7 @@ spec:
 ";
 
 fn labelled() -> OfflineOptions {
-    OfflineOptions {
-        namespace: None,
-        namespace_label: true,
-    }
+    OfflineOptions { namespace: None, namespace_label: true }
 }
 
 #[test]
@@ -73,16 +70,11 @@ items:
 ---
 ";
     let out = inject_manifests(text, &InjectorConfig::default(), &labelled()).unwrap();
-    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&out.yaml)
-        .map(|d| serde_json::Value::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&out.yaml).map(|d| serde_json::Value::deserialize(d).unwrap()).collect();
     assert_eq!(docs.len(), 3);
     assert_eq!(docs[0]["data"]["a"], "b");
     assert!(docs[0].get("spec").is_none());
-    assert_eq!(
-        docs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0]["restartPolicy"],
-        "Always"
-    );
+    assert_eq!(docs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0]["restartPolicy"], "Always");
     assert_eq!(docs[2]["items"][0]["spec"]["initContainers"][0]["name"], "credential-broker");
 }
 
@@ -106,8 +98,6 @@ fn denied_objects_print_nothing_and_carry_the_webhook_message() {
 
 #[test]
 fn broken_yaml_names_the_document() {
-    let err = inject_manifests("a: b\n---\n: : :\n  - [", &InjectorConfig::default(), &labelled())
-        .unwrap_err()
-        .to_string();
+    let err = inject_manifests("a: b\n---\n: : :\n  - [", &InjectorConfig::default(), &labelled()).unwrap_err().to_string();
     assert!(err.starts_with("document 2"), "{err}");
 }

@@ -32,11 +32,7 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings {
-            cert_reload_interval: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(10),
-            drain_grace: Duration::from_secs(10),
-        }
+        ServerSettings { cert_reload_interval: Duration::from_secs(5), handshake_timeout: Duration::from_secs(10), drain_grace: Duration::from_secs(10) }
     }
 }
 
@@ -95,10 +91,7 @@ pub async fn serve(
         });
     }
     watcher.abort();
-    if tokio::time::timeout(settings.drain_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(settings.drain_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain grace period over; dropping remaining connections");
     }
     Ok(())

@@ -22,11 +22,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub async fn handle(request: Request<Incoming>, config: &InjectorConfig) -> Response<Full<Bytes>> {
     let opt_in = match request.uri().path() {
         HEALTHZ_PATH => {
-            return if request.method() == Method::GET {
-                text(StatusCode::OK, "ok\n")
-            } else {
-                error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
-            };
+            return if request.method() == Method::GET { text(StatusCode::OK, "ok\n") } else { error(StatusCode::METHOD_NOT_ALLOWED, "use GET") };
         }
         MUTATE_PATH => NamespaceOptIn::Labelled,
         MUTATE_ANNOTATED_PATH => NamespaceOptIn::Unlabelled,
@@ -39,10 +35,7 @@ pub async fn handle(request: Request<Incoming>, config: &InjectorConfig) -> Resp
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
             return if err.is::<http_body_util::LengthLimitError>() {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-                )
+                error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body is larger than {MAX_BODY_BYTES} bytes"))
             } else {
                 error(StatusCode::BAD_REQUEST, &format!("cannot read request body: {err}"))
             };
@@ -60,9 +53,7 @@ pub async fn handle(request: Request<Incoming>, config: &InjectorConfig) -> Resp
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
     response
 }
 
@@ -74,9 +65,6 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
 }

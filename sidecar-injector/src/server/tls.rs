@@ -83,24 +83,12 @@ impl ReloadingCert {
     /// Re-reads the files; returns whether a new pair is now served.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let (cert_pem, key_pem) = read_pair(&self.cert_path, &self.key_path)?;
-        let mut loaded_from = self
-            .loaded_from
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut loaded_from = self.loaded_from.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if loaded_from.0 == cert_pem && loaded_from.1 == key_pem {
             return Ok(false);
         }
-        let key = certified_key(
-            &cert_pem,
-            &key_pem,
-            &self.cert_path,
-            &self.key_path,
-            &self.provider,
-        )?;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(key);
+        let key = certified_key(&cert_pem, &key_pem, &self.cert_path, &self.key_path, &self.provider)?;
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(key);
         *loaded_from = (cert_pem, key_pem);
         Ok(true)
     }
@@ -133,42 +121,21 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         Some(current.clone())
     }
 }
 
 fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.display().to_string(),
-            source,
-        })
-    };
+    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source });
     Ok((read(cert_path)?, read(key_path)?))
 }
 
-fn certified_key(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    cert_path: &Path,
-    key_path: &Path,
-    provider: &CryptoProvider,
-) -> Result<CertifiedKey, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .filter_map(Result::ok)
-        .collect();
+fn certified_key(cert_pem: &[u8], key_pem: &[u8], cert_path: &Path, key_path: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem).filter_map(Result::ok).collect();
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert_path.display().to_string(),
-        });
+        return Err(TlsError::NoCertificate { path: cert_path.display().to_string() });
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|err| TlsError::NoKey {
-        path: key_path.display().to_string(),
-        message: err.to_string(),
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|err| TlsError::NoKey { path: key_path.display().to_string(), message: err.to_string() })?;
     Ok(CertifiedKey::from_der(chain, key, provider)?)
 }

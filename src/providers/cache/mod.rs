@@ -77,12 +77,8 @@ impl LeaseCache {
             result
         });
         async move {
-            task.await.unwrap_or_else(|e| {
-                Err(Arc::new(MintFailure {
-                    attempts: 0,
-                    last_error: super::ProviderError::permanent(format!("mint task failed: {e}")),
-                }))
-            })
+            task.await
+                .unwrap_or_else(|e| Err(Arc::new(MintFailure { attempts: 0, last_error: super::ProviderError::permanent(format!("mint task failed: {e}")) })))
         }
         .boxed()
         .shared()

@@ -66,10 +66,8 @@ async fn tenants_never_share_and_stale_leases_are_reminted() {
 #[tokio::test]
 async fn failures_are_not_cached_and_revoked_leases_are_gone() {
     let cache = LeaseCache::new(Duration::from_secs(1), 100);
-    let err = cache
-        .get_or_mint(key("t"), || async { Err(MintFailure { attempts: 4, last_error: ProviderError::retryable("down") }) }.boxed())
-        .await
-        .unwrap_err();
+    let err =
+        cache.get_or_mint(key("t"), || async { Err(MintFailure { attempts: 4, last_error: ProviderError::retryable("down") }) }.boxed()).await.unwrap_err();
     assert_eq!(err.attempts, 4);
     let (l, _) = cache.get_or_mint(key("t"), || async { Ok(lease(Duration::from_secs(60))) }.boxed()).await.unwrap();
     assert_eq!(cache.leases().len(), 1);

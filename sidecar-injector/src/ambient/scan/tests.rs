@@ -4,8 +4,7 @@ use super::*;
 use crate::ambient::denial_message;
 
 fn pod(spec: serde_json::Value) -> Pod {
-    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}))
-        .unwrap()
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec})).unwrap()
 }
 
 #[test]
