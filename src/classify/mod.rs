@@ -2,6 +2,7 @@
 //!
 //! Everything here is a pure function of its input; nothing depends on the rest of the broker.
 
+pub mod aws;
 pub mod http;
 
 use serde::Serialize;
