@@ -3,6 +3,7 @@
 //! Everything here is a pure function of its input; nothing depends on the rest of the broker.
 
 pub mod http;
+pub mod postgres;
 
 use serde::Serialize;
 
