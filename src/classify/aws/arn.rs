@@ -19,51 +19,24 @@ pub(crate) struct Arn<'a> {
 
 pub(crate) fn parse(s: &str) -> Option<Arn<'_>> {
     let mut parts = s.strip_prefix("arn:")?.splitn(5, ':');
-    Some(Arn {
-        partition: parts.next()?,
-        service: parts.next()?,
-        region: parts.next()?,
-        account: parts.next()?,
-        resource: parts.next()?,
-    })
+    Some(Arn { partition: parts.next()?, service: parts.next()?, region: parts.next()?, account: parts.next()?, resource: parts.next()? })
 }
 
 /// Characters that never belong in a resource the classifier emits from caller input.
 fn has_policy_chars(s: &str) -> bool {
-    s.chars()
-        .any(|c| matches!(c, '*' | '?' | '$') || c.is_whitespace() || c.is_control())
+    s.chars().any(|c| matches!(c, '*' | '?' | '$') || c.is_whitespace() || c.is_control())
 }
 
 impl Ctx<'_> {
     /// Accept `value` as an ARN of `service` whose resource starts with `resource_prefix`, in this
     /// partition; for regional services (`regional`), in this region too. Cross-account is allowed:
     /// the account is part of the ARN and policy sees it.
-    pub fn checked_arn(
-        &self,
-        value: &str,
-        service: &str,
-        resource_prefix: &str,
-        regional: bool,
-    ) -> Result<String, ClassifyError> {
-        let bad = || {
-            unclassified(format!(
-                "{value:?} is not a {service} {resource_prefix}… ARN in {}/{}",
-                self.partition, self.region
-            ))
-        };
+    pub fn checked_arn(&self, value: &str, service: &str, resource_prefix: &str, regional: bool) -> Result<String, ClassifyError> {
+        let bad = || unclassified(format!("{value:?} is not a {service} {resource_prefix}… ARN in {}/{}", self.partition, self.region));
         let arn = parse(value).ok_or_else(bad)?;
-        let region_ok = if regional {
-            arn.region == self.region
-        } else {
-            arn.region.is_empty()
-        };
+        let region_ok = if regional { arn.region == self.region } else { arn.region.is_empty() };
         let rest = arn.resource.strip_prefix(resource_prefix).ok_or_else(bad)?;
-        if arn.partition != self.partition
-            || arn.service != service
-            || !region_ok
-            || !is_account_id(arn.account)
-            || rest.is_empty()
-            || has_policy_chars(value)
+        if arn.partition != self.partition || arn.service != service || !region_ok || !is_account_id(arn.account) || rest.is_empty() || has_policy_chars(value)
         {
             return Err(bad());
         }
@@ -72,23 +45,12 @@ impl Ctx<'_> {
 }
 
 /// Accept `value` as a resource name: 1..=`max` characters, ASCII alphanumerics plus `extra`.
-pub(crate) fn checked_name<'v>(
-    value: &'v str,
-    what: &str,
-    extra: &str,
-    max: usize,
-) -> Result<&'v str, ClassifyError> {
-    let ok = !value.is_empty()
-        && value.len() <= max
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+pub(crate) fn checked_name<'v>(value: &'v str, what: &str, extra: &str, max: usize) -> Result<&'v str, ClassifyError> {
+    let ok = !value.is_empty() && value.len() <= max && value.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
     if ok {
         Ok(value)
     } else {
-        Err(unclassified(format!(
-            "{what} {value:?} is not a valid name"
-        )))
+        Err(unclassified(format!("{what} {value:?} is not a valid name")))
     }
 }
 
@@ -111,11 +73,7 @@ pub(crate) fn escape_policy_chars(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const CTX: Ctx<'static> = Ctx {
-        partition: "aws",
-        region: "us-east-1",
-        account: "111122223333",
-    };
+    const CTX: Ctx<'static> = Ctx { partition: "aws", region: "us-east-1", account: "111122223333" };
 
     #[test]
     fn accepts_a_matching_arn() {
@@ -135,18 +93,10 @@ mod tests {
             ("arn:aws:iam::123456789012:role/*", "iam", "role/", false),
             ("arn:aws:sns:us-east-1:*:t", "sns", "", true),
             ("arn:aws:sns:us-east-1:123456789012:t?", "sns", "", true),
-            (
-                "arn:aws:iam:us-east-1:123456789012:role/a",
-                "iam",
-                "role/",
-                false,
-            ),
+            ("arn:aws:iam:us-east-1:123456789012:role/a", "iam", "role/", false),
             ("not-an-arn", "sns", "", true),
         ] {
-            assert!(
-                CTX.checked_arn(arn, service, prefix, regional).is_err(),
-                "{arn}"
-            );
+            assert!(CTX.checked_arn(arn, service, prefix, regional).is_err(), "{arn}");
         }
     }
 }

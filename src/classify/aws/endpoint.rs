@@ -149,16 +149,8 @@ fn resolve_custom(authority: &str, hostname: &str, custom: &[CustomEndpoint]) ->
         let want = c.host.trim().to_ascii_lowercase();
         let (want_host, want_port) = split_port(&want);
         // A configured port must match exactly; a configured bare host matches any port.
-        let candidate = if want_port.is_some() {
-            authority
-        } else {
-            hostname
-        };
-        let target = if want_port.is_some() {
-            want.as_str()
-        } else {
-            want_host
-        };
+        let candidate = if want_port.is_some() { authority } else { hostname };
+        let target = if want_port.is_some() { want.as_str() } else { want_host };
         let mut ep = Endpoint {
             service: c.service.clone(),
             region: c.region.clone(),
@@ -173,11 +165,7 @@ fn resolve_custom(authority: &str, hostname: &str, custom: &[CustomEndpoint]) ->
         }
         // `BUCKET.<custom host>` is virtual-hosted style for a custom S3 endpoint.
         if c.service == "s3" {
-            if let Some(bucket) = candidate
-                .strip_suffix(target)
-                .and_then(|b| b.strip_suffix('.'))
-                .filter(|b| is_bucket_name(b))
-            {
+            if let Some(bucket) = candidate.strip_suffix(target).and_then(|b| b.strip_suffix('.')).filter(|b| is_bucket_name(b)) {
                 ep.bucket = Some(bucket.to_string());
                 return Some(ep);
             }
@@ -187,17 +175,16 @@ fn resolve_custom(authority: &str, hostname: &str, custom: &[CustomEndpoint]) ->
 }
 
 fn resolve_aws(hostname: &str) -> Option<Endpoint> {
-    let (rest, suffix_partition, api_aws) =
-        if let Some(r) = hostname.strip_suffix(".amazonaws.com.cn") {
-            (r, Partition::AwsCn, false)
-        } else if let Some(r) = hostname.strip_suffix(".amazonaws.com") {
-            (r, Partition::Aws, false)
-        } else if let Some(r) = hostname.strip_suffix(".api.aws") {
-            // The newer dual-stack domain (`dynamodb.us-east-1.api.aws`).
-            (r, Partition::Aws, true)
-        } else {
-            return None;
-        };
+    let (rest, suffix_partition, api_aws) = if let Some(r) = hostname.strip_suffix(".amazonaws.com.cn") {
+        (r, Partition::AwsCn, false)
+    } else if let Some(r) = hostname.strip_suffix(".amazonaws.com") {
+        (r, Partition::Aws, false)
+    } else if let Some(r) = hostname.strip_suffix(".api.aws") {
+        // The newer dual-stack domain (`dynamodb.us-east-1.api.aws`).
+        (r, Partition::Aws, true)
+    } else {
+        return None;
+    };
     let mut labels: Vec<&str> = rest.split('.').collect();
     if labels.iter().any(|l| l.is_empty()) {
         return None;
@@ -208,11 +195,7 @@ fn resolve_aws(hostname: &str) -> Option<Endpoint> {
         let i = labels.iter().position(|l| l.starts_with("vpce-"))?;
         labels.remove(i);
     }
-    let mut ep = if labels.iter().any(|l| l.starts_with("s3")) {
-        resolve_s3(&labels)?
-    } else {
-        resolve_service(&labels)?
-    };
+    let mut ep = if labels.iter().any(|l| l.starts_with("s3")) { resolve_s3(&labels)? } else { resolve_service(&labels)? };
     ep.dualstack |= api_aws;
     // The DNS suffix and the region must agree on the partition (`cn-north-1.amazonaws.com` is not
     // a real endpoint, and would sign ARNs for the wrong partition).
@@ -247,9 +230,7 @@ fn resolve_service(labels: &[&str]) -> Option<Endpoint> {
         ["queue"] => return Some(endpoint("sqs", "us-east-1")),
         [region, "queue"] if is_region(region) => return Some(endpoint("sqs", region)),
         ["iam", "us-gov"] => return Some(endpoint("iam", "us-gov-west-1")),
-        [account, "ddb", region] if is_account_id(account) && is_region(region) => {
-            return Some(endpoint("dynamodb", region))
-        }
+        [account, "ddb", region] if is_account_id(account) && is_region(region) => return Some(endpoint("dynamodb", region)),
         _ => {}
     }
     let (region, prefix): (Option<&str>, &[&str]) = match labels.split_last() {
@@ -299,10 +280,7 @@ fn resolve_s3(labels: &[&str]) -> Option<Endpoint> {
             if !is_account_id(account) || name.is_empty() {
                 return None;
             }
-            ep.access_point = Some(AccessPoint {
-                name: name.to_string(),
-                account_id: account.to_string(),
-            });
+            ep.access_point = Some(AccessPoint { name: name.to_string(), account_id: account.to_string() });
         } else if !owner.is_empty() {
             let bucket = owner.join(".");
             if !is_bucket_name(&bucket) {
@@ -326,26 +304,16 @@ struct S3Label {
 /// `s3-REGION`. Control-plane (`s3-control`), website and Express hosts are deliberately not S3
 /// REST endpoints here.
 fn s3_label(label: &str) -> Option<S3Label> {
-    let plain = |fips, access_point| S3Label {
-        fips,
-        access_point,
-        region: None,
-    };
+    let plain = |fips, access_point| S3Label { fips, access_point, region: None };
     match label {
         "s3" => Some(plain(false, false)),
         "s3-fips" => Some(plain(true, false)),
         "s3-accesspoint" => Some(plain(false, true)),
         "s3-accesspoint-fips" => Some(plain(true, true)),
-        "s3-external-1" => Some(S3Label {
-            region: Some("us-east-1".into()),
-            ..plain(false, false)
-        }),
+        "s3-external-1" => Some(S3Label { region: Some("us-east-1".into()), ..plain(false, false) }),
         _ => {
             let region = label.strip_prefix("s3-").filter(|r| is_region(r))?;
-            Some(S3Label {
-                region: Some(region.to_string()),
-                ..plain(false, false)
-            })
+            Some(S3Label { region: Some(region.to_string()), ..plain(false, false) })
         }
     }
 }
@@ -377,9 +345,7 @@ pub(crate) fn is_region(s: &str) -> bool {
         && last.len() <= 2
         && last.bytes().all(|b| b.is_ascii_digit())
         && init[0].len() == 2
-        && init
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && init.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
 }
 
 /// Twelve ASCII digits.
@@ -391,8 +357,7 @@ pub(crate) fn is_account_id(s: &str) -> bool {
 /// mean something in an ARN or an IAM policy (`*`, `?`, `/`, `:`, `$`) are never part of one.
 pub(crate) fn is_bucket_name(s: &str) -> bool {
     (3..=255).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         && !s.starts_with('.')
         && !s.ends_with('.')
         && !s.contains("..")

@@ -65,34 +65,17 @@ pub struct AwsRequest<'a> {
 /// Returns `Scope { service: endpoint.service, region: Some(endpoint.region), permissions }` with
 /// duplicates removed. Credential-vending actions are classified like any other; see
 /// [`is_credential_vending`] for the deny-by-default list the broker applies afterwards.
-pub fn classify(
-    req: &AwsRequest,
-    endpoint: &Endpoint,
-    account_id: &str,
-) -> Result<Scope, ClassifyError> {
+pub fn classify(req: &AwsRequest, endpoint: &Endpoint, account_id: &str) -> Result<Scope, ClassifyError> {
     if !endpoint::is_account_id(account_id) {
-        return Err(ClassifyError::new(format!(
-            "configured AWS account id {account_id:?} is not 12 digits"
-        )));
+        return Err(ClassifyError::new(format!("configured AWS account id {account_id:?} is not 12 digits")));
     }
-    let ctx = Ctx {
-        partition: endpoint.partition.arn_name(),
-        region: &endpoint.region,
-        account: account_id,
-    };
+    let ctx = Ctx { partition: endpoint.partition.arn_name(), region: &endpoint.region, account: account_id };
     let target = header(req.headers, "x-amz-target")?;
     let permissions = match (endpoint.service.as_str(), target) {
         ("s3", None) => s3::classify(req, endpoint)?,
         (_, Some(target)) => json_protocol::classify(req, &endpoint.service, target, &ctx)?,
-        ("sqs" | "sns" | "sts" | "iam" | "ec2", None) => {
-            query_protocol::classify(req, &endpoint.service, &ctx)?
-        }
-        (service, None) => {
-            return Err(unclassified(format!(
-                "{} {} to service {service} without X-Amz-Target",
-                req.method, req.path
-            )))
-        }
+        ("sqs" | "sns" | "sts" | "iam" | "ec2", None) => query_protocol::classify(req, &endpoint.service, &ctx)?,
+        (service, None) => return Err(unclassified(format!("{} {} to service {service} without X-Amz-Target", req.method, req.path))),
     };
     let mut unique: Vec<Permission> = Vec::with_capacity(permissions.len());
     for p in permissions {
@@ -101,16 +84,9 @@ pub fn classify(
         }
     }
     if unique.is_empty() {
-        return Err(unclassified(format!(
-            "{} {} names no resource",
-            req.method, req.path
-        )));
+        return Err(unclassified(format!("{} {} names no resource", req.method, req.path)));
     }
-    Ok(Scope {
-        service: endpoint.service.clone(),
-        region: Some(endpoint.region.clone()),
-        permissions: unique,
-    })
+    Ok(Scope { service: endpoint.service.clone(), region: Some(endpoint.region.clone()), permissions: unique })
 }
 
 /// Where resources named without an ARN live.
@@ -125,18 +101,12 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` in this context.
     pub fn arn(&self, service: &str, resource: &str) -> String {
-        format!(
-            "arn:{}:{service}:{}:{}:{resource}",
-            self.partition, self.region, self.account
-        )
+        format!("arn:{}:{service}:{}:{}:{resource}", self.partition, self.region, self.account)
     }
 
     /// `arn:PARTITION:SERVICE::ACCOUNT:RESOURCE`, for global services (IAM, STS).
     pub fn global_arn(&self, service: &str, resource: &str) -> String {
-        format!(
-            "arn:{}:{service}::{}:{resource}",
-            self.partition, self.account
-        )
+        format!("arn:{}:{service}::{}:{resource}", self.partition, self.account)
     }
 }
 
@@ -146,17 +116,11 @@ pub(crate) fn unclassified(what: impl std::fmt::Display) -> ClassifyError {
 }
 
 pub(crate) fn permission(action: impl Into<String>, resource: impl Into<String>) -> Permission {
-    Permission {
-        action: action.into(),
-        resource: resource.into(),
-    }
+    Permission { action: action.into(), resource: resource.into() }
 }
 
 /// A header as UTF-8; a header sent twice is ambiguous (which one would AWS read?) and refused.
-pub(crate) fn header<'h>(
-    headers: &'h http::HeaderMap,
-    name: &str,
-) -> Result<Option<&'h str>, ClassifyError> {
+pub(crate) fn header<'h>(headers: &'h http::HeaderMap, name: &str) -> Result<Option<&'h str>, ClassifyError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -164,8 +128,5 @@ pub(crate) fn header<'h>(
     if values.next().is_some() {
         return Err(unclassified(format!("header {name} sent more than once")));
     }
-    first
-        .to_str()
-        .map(|v| Some(v.trim()))
-        .map_err(|_| unclassified(format!("header {name} is not visible ASCII")))
+    first.to_str().map(|v| Some(v.trim())).map_err(|_| unclassified(format!("header {name} is not visible ASCII")))
 }

@@ -34,11 +34,7 @@ impl Params {
     /// Parse an `application/x-www-form-urlencoded` list (`+` is a space, as in HTML forms and the
     /// AWS Query protocol). Names without `=` get an empty value (S3's `?uploads`).
     pub fn parse(raw: &[u8]) -> Self {
-        Params(
-            url::form_urlencoded::parse(raw)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
+        Params(url::form_urlencoded::parse(raw).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
     }
 
     /// Append another list (the URL query and the form body of one Query-protocol request).
@@ -60,9 +56,7 @@ impl Params {
         let mut found = self.0.iter().filter(|(k, _)| k == name);
         let first = found.next();
         if found.next().is_some() {
-            return Err(unclassified(format!(
-                "parameter {name} given more than once"
-            )));
+            return Err(unclassified(format!("parameter {name} given more than once")));
         }
         Ok(first.map(|(_, v)| v.as_str()))
     }
@@ -79,9 +73,7 @@ impl Params {
         let prefix = format!("{name}.");
         let total = self.names().filter(|k| k.starts_with(&prefix)).count();
         if total != out.len() {
-            return Err(unclassified(format!(
-                "list parameter {name} is not numbered 1..N"
-            )));
+            return Err(unclassified(format!("list parameter {name} is not numbered 1..N")));
         }
         Ok(out)
     }

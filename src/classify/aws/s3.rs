@@ -88,16 +88,8 @@ enum Target {
 /// The ARN base of a bucket or access point.
 #[derive(Clone)]
 pub(crate) enum Base {
-    Bucket {
-        partition: String,
-        bucket: String,
-    },
-    AccessPoint {
-        partition: String,
-        region: String,
-        account: String,
-        name: String,
-    },
+    Bucket { partition: String, bucket: String },
+    AccessPoint { partition: String, region: String, account: String, name: String },
 }
 
 impl Base {
@@ -105,12 +97,7 @@ impl Base {
     pub fn arn(&self) -> String {
         match self {
             Base::Bucket { partition, bucket } => format!("arn:{partition}:s3:::{bucket}"),
-            Base::AccessPoint {
-                partition,
-                region,
-                account,
-                name,
-            } => format!("arn:{partition}:s3:{region}:{account}:accesspoint/{name}"),
+            Base::AccessPoint { partition, region, account, name } => format!("arn:{partition}:s3:{region}:{account}:accesspoint/{name}"),
         }
     }
 
@@ -132,26 +119,14 @@ pub(crate) fn classify(req: &AwsRequest, ep: &Endpoint) -> Result<Vec<Permission
     for name in params.names() {
         if MARKERS.contains(&name) {
             markers.push(name);
-        } else if !(MODIFIERS.contains(&name)
-            || OPTIONS.contains(&name)
-            || name.to_ascii_lowercase().starts_with("x-amz-")
-            || name.starts_with("response-"))
-        {
-            return Err(unclassified(format!(
-                "S3 {} {} with unknown query parameter {name:?}",
-                req.method, req.path
-            )));
+        } else if !(MODIFIERS.contains(&name) || OPTIONS.contains(&name) || name.to_ascii_lowercase().starts_with("x-amz-") || name.starts_with("response-")) {
+            return Err(unclassified(format!("S3 {} {} with unknown query parameter {name:?}", req.method, req.path)));
         }
     }
     let marker = match markers.as_slice() {
         [] => None,
         [one] => Some(*one),
-        _ => {
-            return Err(unclassified(format!(
-                "S3 {} {} with several sub-resources {markers:?}",
-                req.method, req.path
-            )))
-        }
+        _ => return Err(unclassified(format!("S3 {} {} with several sub-resources {markers:?}", req.method, req.path))),
     };
     let op = Op {
         req,
@@ -169,23 +144,13 @@ pub(crate) fn classify(req: &AwsRequest, ep: &Endpoint) -> Result<Vec<Permission
 
 /// Read bucket and key from the virtual host or the path.
 fn target(path: &str, ep: &Endpoint) -> Result<Target, ClassifyError> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| unclassified(format!("S3 path {path:?} is not absolute")))?;
+    let rest = path.strip_prefix('/').ok_or_else(|| unclassified(format!("S3 path {path:?} is not absolute")))?;
     let partition = ep.partition.arn_name().to_string();
     let (base, raw_key) = if let Some(ap) = &ep.access_point {
-        let base = Base::AccessPoint {
-            partition,
-            region: ep.region.clone(),
-            account: ap.account_id.clone(),
-            name: ap.name.clone(),
-        };
+        let base = Base::AccessPoint { partition, region: ep.region.clone(), account: ap.account_id.clone(), name: ap.name.clone() };
         (base, rest)
     } else if let Some(bucket) = &ep.bucket {
-        let base = Base::Bucket {
-            partition,
-            bucket: bucket.clone(),
-        };
+        let base = Base::Bucket { partition, bucket: bucket.clone() };
         (base, rest)
     } else {
         if rest.is_empty() {
@@ -194,9 +159,7 @@ fn target(path: &str, ep: &Endpoint) -> Result<Target, ClassifyError> {
         let (raw_bucket, raw_key) = rest.split_once('/').unwrap_or((rest, ""));
         let bucket = percent_decode(raw_bucket)?;
         if !is_bucket_name(&bucket) {
-            return Err(unclassified(format!(
-                "S3 bucket name {bucket:?} is not valid"
-            )));
+            return Err(unclassified(format!("S3 bucket name {bucket:?} is not valid")));
         }
         (Base::Bucket { partition, bucket }, raw_key)
     };
@@ -237,10 +200,7 @@ impl Op<'_, '_> {
 
     /// `GET /` lists the caller's buckets; nothing else is addressed to no bucket.
     fn service(&self) -> Result<Vec<Permission>, ClassifyError> {
-        if *self.req.method == Method::GET
-            && self.marker.is_none()
-            && !(self.version || self.upload_id || self.part_number)
-        {
+        if *self.req.method == Method::GET && self.marker.is_none() && !(self.version || self.upload_id || self.part_number) {
             // ListAllMyBuckets supports no resource-level permissions.
             return Ok(vec![permission("s3:ListAllMyBuckets", "*")]);
         }
@@ -248,11 +208,7 @@ impl Op<'_, '_> {
     }
 
     fn bucket(&self, base: &Base) -> Result<Vec<Permission>, ClassifyError> {
-        if self.version
-            || self.upload_id
-            || self.part_number
-            || self.has_header("x-amz-copy-source")?
-        {
+        if self.version || self.upload_id || self.part_number || self.has_header("x-amz-copy-source")? {
             return Err(self.unknown("bucket"));
         }
         let m: &Method = self.req.method;
@@ -267,10 +223,7 @@ impl Op<'_, '_> {
             if self.has_acl_headers()? {
                 out.push(permission("s3:PutBucketAcl", &arn));
             }
-            if self
-                .header("x-amz-bucket-object-lock-enabled")?
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-            {
+            if self.header("x-amz-bucket-object-lock-enabled")?.is_some_and(|v| v.eq_ignore_ascii_case("true")) {
                 out.push(permission("s3:PutBucketObjectLockConfiguration", &arn));
                 out.push(permission("s3:PutBucketVersioning", &arn));
             }
@@ -283,16 +236,10 @@ impl Op<'_, '_> {
 
     /// `POST ?delete` names its keys only in the XML body: one `s3:DeleteObject[Version]` per key.
     fn delete_objects(&self, base: &Base) -> Result<Vec<Permission>, ClassifyError> {
-        let body = self.req.body.ok_or_else(|| {
-            unclassified("S3 DeleteObjects without its buffered body (the keys are in the body)")
-        })?;
+        let body = self.req.body.ok_or_else(|| unclassified("S3 DeleteObjects without its buffered body (the keys are in the body)"))?;
         let mut out = Vec::new();
         for obj in s3_multi_delete::objects(body)? {
-            let action = if obj.version_id.is_some() {
-                "s3:DeleteObjectVersion"
-            } else {
-                "s3:DeleteObject"
-            };
+            let action = if obj.version_id.is_some() { "s3:DeleteObjectVersion" } else { "s3:DeleteObject" };
             out.push(permission(action, base.object_arn(&obj.key)));
         }
         if self.has_header("x-amz-bypass-governance-retention")? {
@@ -301,12 +248,7 @@ impl Op<'_, '_> {
         Ok(out)
     }
 
-    fn object(
-        &self,
-        base: &Base,
-        key: &str,
-        ep: &Endpoint,
-    ) -> Result<Vec<Permission>, ClassifyError> {
+    fn object(&self, base: &Base, key: &str, ep: &Endpoint) -> Result<Vec<Permission>, ClassifyError> {
         let m: &Method = self.req.method;
         let arn = base.object_arn(key);
         let versioned = |plain: &str, version: &str| {
@@ -350,10 +292,7 @@ impl Op<'_, '_> {
                 return Ok(out);
             }
             (None, &Method::DELETE) if !self.part_number => {
-                let mut out = vec![permission(
-                    versioned("DeleteObject", "DeleteObjectVersion"),
-                    &arn,
-                )];
+                let mut out = vec![permission(versioned("DeleteObject", "DeleteObjectVersion"), &arn)];
                 if self.has_header("x-amz-bypass-governance-retention")? {
                     out.push(permission("s3:BypassGovernanceRetention", &arn));
                 }
@@ -365,8 +304,7 @@ impl Op<'_, '_> {
                 return Ok(out);
             }
             (Some(marker), m) if !self.part_number => {
-                let (plain, version) =
-                    object_marker_action(marker, m).ok_or_else(|| self.unknown("object"))?;
+                let (plain, version) = object_marker_action(marker, m).ok_or_else(|| self.unknown("object"))?;
                 let mut out = vec![permission(versioned(plain, version), &arn)];
                 if marker == "retention" && self.has_header("x-amz-bypass-governance-retention")? {
                     out.push(permission("s3:BypassGovernanceRetention", &arn));
@@ -387,9 +325,7 @@ impl Op<'_, '_> {
         if self.has_header("x-amz-tagging")? {
             out.push(permission("s3:PutObjectTagging", arn));
         }
-        if self.has_header("x-amz-object-lock-mode")?
-            || self.has_header("x-amz-object-lock-retain-until-date")?
-        {
+        if self.has_header("x-amz-object-lock-mode")? || self.has_header("x-amz-object-lock-retain-until-date")? {
             out.push(permission("s3:PutObjectRetention", arn));
         }
         if self.has_header("x-amz-object-lock-legal-hold")? {
@@ -399,14 +335,7 @@ impl Op<'_, '_> {
     }
 
     fn has_acl_headers(&self) -> Result<bool, ClassifyError> {
-        for h in [
-            "x-amz-acl",
-            "x-amz-grant-read",
-            "x-amz-grant-read-acp",
-            "x-amz-grant-write",
-            "x-amz-grant-write-acp",
-            "x-amz-grant-full-control",
-        ] {
+        for h in ["x-amz-acl", "x-amz-grant-read", "x-amz-grant-read-acp", "x-amz-grant-write", "x-amz-grant-write-acp", "x-amz-grant-full-control"] {
             if self.has_header(h)? {
                 return Ok(true);
             }

@@ -37,47 +37,27 @@ pub(crate) fn read_permission(header: &str, ep: &Endpoint) -> Result<Permission,
         if !is_bucket_name(bucket) {
             return Err(bad());
         }
-        let base = Base::Bucket {
-            partition: partition.to_string(),
-            bucket: bucket.to_string(),
-        };
+        let base = Base::Bucket { partition: partition.to_string(), bucket: bucket.to_string() };
         (base, key.to_string())
     };
     if key.is_empty() {
         return Err(bad());
     }
-    let action = if versioned {
-        "s3:GetObjectVersion"
-    } else {
-        "s3:GetObject"
-    };
+    let action = if versioned { "s3:GetObjectVersion" } else { "s3:GetObject" };
     Ok(permission(action, base.object_arn(&key)))
 }
 
 /// `PARTITION:s3:REGION:ACCOUNT:accesspoint/NAME/object/KEY` (after `arn:`), same partition only.
 fn access_point_source(rest: &str, partition: &str) -> Option<(Base, String)> {
     let mut parts = rest.splitn(5, ':');
-    let (p, service, region, account, resource) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
+    let (p, service, region, account, resource) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if p != partition || service != "s3" || !is_region(region) || !is_account_id(account) {
         return None;
     }
-    let (name, key) = resource
-        .strip_prefix("accesspoint/")?
-        .split_once("/object/")?;
+    let (name, key) = resource.strip_prefix("accesspoint/")?.split_once("/object/")?;
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return None;
     }
-    let base = Base::AccessPoint {
-        partition: p.to_string(),
-        region: region.to_string(),
-        account: account.to_string(),
-        name: name.to_string(),
-    };
+    let base = Base::AccessPoint { partition: p.to_string(), region: region.to_string(), account: account.to_string(), name: name.to_string() };
     Some((base, key.to_string()))
 }

@@ -27,13 +27,9 @@ pub(crate) fn objects(body: &[u8]) -> Result<Vec<DeleteTarget>, ClassifyError> {
     let mut rest = text;
     while let Some(start) = rest.find("<Object>") {
         let after = &rest[start + "<Object>".len()..];
-        let end = after
-            .find("</Object>")
-            .ok_or_else(|| bad("unterminated <Object>"))?;
+        let end = after.find("</Object>").ok_or_else(|| bad("unterminated <Object>"))?;
         let inner = &after[..end];
-        let key = element(inner, "Key")
-            .map_err(|e| bad(&e))?
-            .ok_or_else(|| bad("<Object> without <Key>"))?;
+        let key = element(inner, "Key").map_err(|e| bad(&e))?.ok_or_else(|| bad("<Object> without <Key>"))?;
         let version_id = element(inner, "VersionId").map_err(|e| bad(&e))?;
         if key.is_empty() {
             return Err(bad("empty <Key>"));
@@ -59,9 +55,7 @@ pub(crate) fn objects(body: &[u8]) -> Result<Vec<DeleteTarget>, ClassifyError> {
 fn has_prefixed_tag(text: &str) -> bool {
     text.split('<').skip(1).any(|tag| {
         let tag = tag.strip_prefix('/').unwrap_or(tag);
-        let name_end = tag
-            .find(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/')
-            .unwrap_or(tag.len());
+        let name_end = tag.find(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/').unwrap_or(tag.len());
         !tag.starts_with('?') && tag[..name_end].contains(':')
     })
 }
@@ -110,8 +104,7 @@ fn unescape(raw: &str) -> Result<String, String> {
                 } else {
                     None
                 };
-                code.and_then(char::from_u32)
-                    .ok_or_else(|| format!("unknown entity &{entity};"))?
+                code.and_then(char::from_u32).ok_or_else(|| format!("unknown entity &{entity};"))?
             }
         };
         out.push(c);
@@ -130,19 +123,7 @@ mod tests {
         let body = br#"<?xml version="1.0" encoding="UTF-8"?>
 <Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>a&amp;b&#x2A;</Key></Object><Object><Key>c</Key><VersionId>v1</VersionId></Object><Quiet>true</Quiet></Delete>"#;
         let objs = objects(body).unwrap();
-        assert_eq!(
-            objs,
-            vec![
-                DeleteTarget {
-                    key: "a&b*".into(),
-                    version_id: None
-                },
-                DeleteTarget {
-                    key: "c".into(),
-                    version_id: Some("v1".into())
-                },
-            ]
-        );
+        assert_eq!(objs, vec![DeleteTarget { key: "a&b*".into(), version_id: None }, DeleteTarget { key: "c".into(), version_id: Some("v1".into()) },]);
     }
 
     #[test]

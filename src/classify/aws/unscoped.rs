@@ -49,15 +49,9 @@ const UNSCOPED: &[&str] = &[
 /// resource-level permissions, so that `*` is its exact resource. EC2 `Describe*` actions are all
 /// in this class.
 pub fn has_no_resource_level_permissions(action: &str) -> bool {
-    if let Some(op) = action
-        .get(..4)
-        .filter(|p| p.eq_ignore_ascii_case("ec2:"))
-        .map(|_| &action[4..])
-    {
+    if let Some(op) = action.get(..4).filter(|p| p.eq_ignore_ascii_case("ec2:")).map(|_| &action[4..]) {
         // ASCII is checked first: slicing at byte 8 could otherwise split a character and panic.
-        return op.bytes().all(|b| b.is_ascii_alphanumeric())
-            && op.len() > "Describe".len()
-            && op[..8].eq_ignore_ascii_case("Describe");
+        return op.bytes().all(|b| b.is_ascii_alphanumeric()) && op.len() > "Describe".len() && op[..8].eq_ignore_ascii_case("Describe");
     }
     UNSCOPED.iter().any(|a| a.eq_ignore_ascii_case(action))
 }
@@ -68,29 +62,14 @@ mod tests {
 
     #[test]
     fn listed_actions_and_ec2_describe_are_unscoped() {
-        for a in [
-            "dynamodb:ListTables",
-            "sqs:listqueues",
-            "ec2:DescribeInstances",
-            "sts:GetCallerIdentity",
-        ] {
+        for a in ["dynamodb:ListTables", "sqs:listqueues", "ec2:DescribeInstances", "sts:GetCallerIdentity"] {
             assert!(has_no_resource_level_permissions(a), "{a}");
         }
     }
 
     #[test]
     fn everything_else_needs_a_resource() {
-        for a in [
-            "dynamodb:GetItem",
-            "s3:GetObject",
-            "ec2:RunInstances",
-            "ec2:Describe",
-            "ec2:Describe*",
-            "ec2:Describ\u{e9}x",
-            "ec2",
-            "",
-            "sqs:SendMessage",
-        ] {
+        for a in ["dynamodb:GetItem", "s3:GetObject", "ec2:RunInstances", "ec2:Describe", "ec2:Describe*", "ec2:Describ\u{e9}x", "ec2", "", "sqs:SendMessage"] {
             assert!(!has_no_resource_level_permissions(a), "{a}");
         }
     }

@@ -92,14 +92,7 @@ mod tests {
 
     #[test]
     fn ordinary_actions_are_not_vending() {
-        for a in [
-            "s3:GetObject",
-            "sts:GetCallerIdentity",
-            "kms:Encrypt",
-            "secretsmanager:DescribeSecret",
-            "sts:AssumeRole*",
-            "",
-        ] {
+        for a in ["s3:GetObject", "sts:GetCallerIdentity", "kms:Encrypt", "secretsmanager:DescribeSecret", "sts:AssumeRole*", ""] {
             assert!(!is_credential_vending(a), "{a}");
         }
     }

@@ -9,34 +9,19 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, Query, Select, SelectInto, SetExpr, Statement, TableFactor,
-    Visit, Visitor,
-};
+use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, Query, Select, SelectInto, SetExpr, Statement, TableFactor, Visit, Visitor};
 
 use super::names::{normalize, Resources};
 use super::{actions, functions, statements, Database, StatementScope};
 use crate::classify::{ClassifyError, Permission, Scope};
 
 /// Classify one parsed statement.
-pub(super) fn classify_statement(
-    statement: &Statement,
-    db: &Database,
-) -> Result<StatementScope, ClassifyError> {
-    let mut collector = Collector {
-        res: Resources::new(db),
-        verb: None,
-        permissions: Vec::new(),
-        claimed: HashSet::new(),
-        frames: Vec::new(),
-    };
+pub(super) fn classify_statement(statement: &Statement, db: &Database) -> Result<StatementScope, ClassifyError> {
+    let mut collector = Collector { res: Resources::new(db), verb: None, permissions: Vec::new(), claimed: HashSet::new(), frames: Vec::new() };
     if let ControlFlow::Break(err) = statement.visit(&mut collector) {
         return Err(err);
     }
-    let verb = collector
-        .verb
-        .take()
-        .ok_or_else(|| unclassified(statement))?;
+    let verb = collector.verb.take().ok_or_else(|| unclassified(statement))?;
     if collector.permissions.is_empty() {
         // Only a query can legitimately touch nothing (`VALUES (1)`); it reads from the database.
         match statement {
@@ -47,14 +32,7 @@ pub(super) fn classify_statement(
             _ => return Err(unclassified(statement)),
         }
     }
-    Ok(StatementScope {
-        sql_verb: verb,
-        scope: Scope {
-            service: "postgres".to_string(),
-            region: None,
-            permissions: collector.permissions,
-        },
-    })
+    Ok(StatementScope { sql_verb: verb, scope: Scope { service: "postgres".to_string(), region: None, permissions: collector.permissions } })
 }
 
 /// The error for a statement whose effect is not known here.
@@ -99,10 +77,7 @@ impl Collector<'_> {
 
     /// Add one permission, once.
     pub(super) fn add(&mut self, action: &str, resource: String) {
-        let permission = Permission {
-            action: action.to_string(),
-            resource,
-        };
+        let permission = Permission { action: action.to_string(), resource };
         if !self.permissions.contains(&permission) {
             self.permissions.push(permission);
         }
@@ -133,9 +108,7 @@ impl Collector<'_> {
             return false;
         };
         let name = normalize(ident);
-        self.frames
-            .last()
-            .is_some_and(|frame| frame.visible.contains(&name))
+        self.frames.last().is_some_and(|frame| frame.visible.contains(&name))
     }
 
     /// A relation that is read: `SELECT` on it unless it names a CTE in scope.
@@ -169,24 +142,12 @@ impl Collector<'_> {
             },
         };
         let (ctes, recursive) = match &query.with {
-            Some(with) => (
-                with.cte_tables
-                    .iter()
-                    .map(|cte| (&*cte.query as *const Query, normalize(&cte.alias.name)))
-                    .collect::<Vec<_>>(),
-                with.recursive,
-            ),
+            Some(with) => (with.cte_tables.iter().map(|cte| (&*cte.query as *const Query, normalize(&cte.alias.name))).collect::<Vec<_>>(), with.recursive),
             None => (Vec::new(), false),
         };
         let mut visible = inherited.clone();
         visible.extend(ctes.iter().map(|(_, n)| n.clone()));
-        self.frames.push(Frame {
-            visible,
-            inherited,
-            ctes,
-            recursive,
-            locking: !query.locks.is_empty(),
-        });
+        self.frames.push(Frame { visible, inherited, ctes, recursive, locking: !query.locks.is_empty() });
     }
 
     /// `SELECT … INTO [TEMP] t`: `CREATE` on each target table.
@@ -195,18 +156,10 @@ impl Collector<'_> {
             let parts = match target {
                 Expr::Identifier(ident) => vec![ident.clone()],
                 Expr::CompoundIdentifier(idents) => idents.clone(),
-                _ => {
-                    return Err(ClassifyError::new(
-                        "unclassified statement: SELECT INTO target",
-                    ))
-                }
+                _ => return Err(ClassifyError::new("unclassified statement: SELECT INTO target")),
             };
             let name = ObjectName(parts.into_iter().map(ObjectNamePart::Identifier).collect());
-            let resource = if into.temporary {
-                self.res.relation_in(&name, "pg_temp")?
-            } else {
-                self.res.relation(&name)?
-            };
+            let resource = if into.temporary { self.res.relation_in(&name, "pg_temp")? } else { self.res.relation(&name)? };
             self.add(actions::CREATE, resource);
         }
         Ok(())
@@ -221,16 +174,9 @@ impl Collector<'_> {
             }
             SetExpr::Table(table) => {
                 let Some(name) = &table.table_name else {
-                    return Err(ClassifyError::new(
-                        "unclassified statement: TABLE without a name",
-                    ));
+                    return Err(ClassifyError::new("unclassified statement: TABLE without a name"));
                 };
-                let parts = table
-                    .schema_name
-                    .iter()
-                    .chain(std::iter::once(name))
-                    .map(|ident| ObjectNamePart::Identifier(ident.clone()))
-                    .collect();
+                let parts = table.schema_name.iter().chain(std::iter::once(name)).map(|ident| ObjectNamePart::Identifier(ident.clone())).collect();
                 self.read(&ObjectName(parts))
             }
             _ => Ok(()),

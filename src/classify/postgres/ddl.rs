@@ -7,9 +7,8 @@
 //! Queries inside (`CREATE TABLE … AS SELECT`, `CREATE VIEW … AS`) are read by the walk.
 
 use sqlparser::ast::{
-    CommentObject, CreateExtension, CreateFunction, CreateIndex, CreateRole, CreateTable,
-    CreateTrigger, CreateView, DropExtension, DropFunction, DropTrigger, FunctionSecurity,
-    GrantObjects, Ident, Lock, ObjectName, ObjectType, SchemaName, Truncate,
+    CommentObject, CreateExtension, CreateFunction, CreateIndex, CreateRole, CreateTable, CreateTrigger, CreateView, DropExtension, DropFunction, DropTrigger,
+    FunctionSecurity, GrantObjects, Ident, Lock, ObjectName, ObjectType, SchemaName, Truncate,
 };
 
 use super::actions;
@@ -20,10 +19,7 @@ use crate::classify::ClassifyError;
 /// Temporary objects live in the session's own `pg_temp` schema, whatever `search_path` says.
 const PG_TEMP: &str = "pg_temp";
 
-pub(super) fn create_table(
-    c: &mut Collector<'_>,
-    create: &CreateTable,
-) -> Result<(), ClassifyError> {
+pub(super) fn create_table(c: &mut Collector<'_>, create: &CreateTable) -> Result<(), ClassifyError> {
     c.set_verb("CREATE TABLE");
     create_relation(c, &create.name, create.temporary)?;
     // An inheritance child or a partition changes its parent, which only the parent's owner may do.
@@ -34,35 +30,20 @@ pub(super) fn create_table(
 }
 
 pub(super) fn create_view(c: &mut Collector<'_>, create: &CreateView) -> Result<(), ClassifyError> {
-    c.set_verb(if create.materialized {
-        "CREATE MATERIALIZED VIEW"
-    } else {
-        "CREATE VIEW"
-    });
+    c.set_verb(if create.materialized { "CREATE MATERIALIZED VIEW" } else { "CREATE VIEW" });
     create_relation(c, &create.name, create.temporary)
 }
 
-fn create_relation(
-    c: &mut Collector<'_>,
-    name: &ObjectName,
-    temporary: bool,
-) -> Result<(), ClassifyError> {
+fn create_relation(c: &mut Collector<'_>, name: &ObjectName, temporary: bool) -> Result<(), ClassifyError> {
     c.claim(name);
-    let resource = if temporary {
-        c.res.relation_in(name, PG_TEMP)?
-    } else {
-        c.res.relation(name)?
-    };
+    let resource = if temporary { c.res.relation_in(name, PG_TEMP)? } else { c.res.relation(name)? };
     c.add(actions::CREATE, resource);
     Ok(())
 }
 
 /// `CREATE INDEX [name] ON table`: `CREATE` on the index (in its table's schema) when named, and
 /// `ALTER` on the table, as indexing a table takes its owner and locks it.
-pub(super) fn create_index(
-    c: &mut Collector<'_>,
-    create: &CreateIndex,
-) -> Result<(), ClassifyError> {
+pub(super) fn create_index(c: &mut Collector<'_>, create: &CreateIndex) -> Result<(), ClassifyError> {
     c.set_verb("CREATE INDEX");
     c.table(actions::ALTER, &create.table_name)?;
     if let Some(index) = &create.name {
@@ -76,20 +57,12 @@ pub(super) fn create_index(
 }
 
 /// `CREATE SEQUENCE`, `CREATE TYPE`, `CREATE DOMAIN`: a schema-qualified object.
-pub(super) fn create_object(
-    c: &mut Collector<'_>,
-    verb: &str,
-    name: &ObjectName,
-) -> Result<(), ClassifyError> {
+pub(super) fn create_object(c: &mut Collector<'_>, verb: &str, name: &ObjectName) -> Result<(), ClassifyError> {
     c.set_verb(verb);
     c.table(actions::CREATE, name)
 }
 
-pub(super) fn alter_object(
-    c: &mut Collector<'_>,
-    verb: &str,
-    name: &ObjectName,
-) -> Result<(), ClassifyError> {
+pub(super) fn alter_object(c: &mut Collector<'_>, verb: &str, name: &ObjectName) -> Result<(), ClassifyError> {
     c.set_verb(verb);
     c.table(actions::ALTER, name)
 }
@@ -112,10 +85,7 @@ pub(super) fn alter_schema(c: &mut Collector<'_>, name: &ObjectName) -> Result<(
     Ok(())
 }
 
-pub(super) fn create_database(
-    c: &mut Collector<'_>,
-    name: &ObjectName,
-) -> Result<(), ClassifyError> {
+pub(super) fn create_database(c: &mut Collector<'_>, name: &ObjectName) -> Result<(), ClassifyError> {
     c.set_verb("CREATE DATABASE");
     let resource = c.res.named("database", &c.res.single(name)?);
     c.add(actions::CREATE, resource);
@@ -125,10 +95,7 @@ pub(super) fn create_database(
 /// `CREATE FUNCTION`: `CREATE` on the function, plus `CREATE_UNTRUSTED_FUNCTION` for a language
 /// that can reach the operating system (`c`, `internal`, `plpython3u` and the other `…u`
 /// languages) and `SECURITY_DEFINER` for a function that runs with its owner's rights.
-pub(super) fn create_function(
-    c: &mut Collector<'_>,
-    create: &CreateFunction,
-) -> Result<(), ClassifyError> {
+pub(super) fn create_function(c: &mut Collector<'_>, create: &CreateFunction) -> Result<(), ClassifyError> {
     c.set_verb("CREATE FUNCTION");
     let resource = function_resource(c, &create.name)?;
     c.add(actions::CREATE, resource.clone());
@@ -150,10 +117,7 @@ fn function_resource(c: &Collector<'_>, name: &ObjectName) -> Result<String, Cla
 }
 
 /// `CREATE TRIGGER … ON table`: `CREATE_TRIGGER` on the table it fires on.
-pub(super) fn create_trigger(
-    c: &mut Collector<'_>,
-    create: &CreateTrigger,
-) -> Result<(), ClassifyError> {
+pub(super) fn create_trigger(c: &mut Collector<'_>, create: &CreateTrigger) -> Result<(), ClassifyError> {
     c.set_verb("CREATE TRIGGER");
     c.claim(&create.name);
     c.table(actions::CREATE_TRIGGER, &create.table_name)
@@ -164,26 +128,18 @@ pub(super) fn drop_trigger(c: &mut Collector<'_>, drop: &DropTrigger) -> Result<
     c.claim(&drop.trigger_name);
     match &drop.table_name {
         Some(table) => c.table(actions::DROP_TRIGGER, table),
-        None => Err(ClassifyError::new(
-            "unclassified statement: DROP TRIGGER without ON table",
-        )),
+        None => Err(ClassifyError::new("unclassified statement: DROP TRIGGER without ON table")),
     }
 }
 
-pub(super) fn create_extension(
-    c: &mut Collector<'_>,
-    create: &CreateExtension,
-) -> Result<(), ClassifyError> {
+pub(super) fn create_extension(c: &mut Collector<'_>, create: &CreateExtension) -> Result<(), ClassifyError> {
     c.set_verb("CREATE EXTENSION");
     let resource = c.res.named("extension", &normalize(&create.name));
     c.add(actions::CREATE_EXTENSION, resource);
     Ok(())
 }
 
-pub(super) fn drop_extension(
-    c: &mut Collector<'_>,
-    drop: &DropExtension,
-) -> Result<(), ClassifyError> {
+pub(super) fn drop_extension(c: &mut Collector<'_>, drop: &DropExtension) -> Result<(), ClassifyError> {
     c.set_verb("DROP EXTENSION");
     for name in &drop.names {
         let resource = c.res.named("extension", &normalize(name));
@@ -202,12 +158,7 @@ pub(super) fn create_role(c: &mut Collector<'_>, create: &CreateRole) -> Result<
 }
 
 /// A statement about one role (`ALTER ROLE`).
-pub(super) fn role(
-    c: &mut Collector<'_>,
-    verb: &str,
-    action: &str,
-    name: &Ident,
-) -> Result<(), ClassifyError> {
+pub(super) fn role(c: &mut Collector<'_>, verb: &str, action: &str, name: &Ident) -> Result<(), ClassifyError> {
     c.set_verb(verb);
     let resource = c.res.named("role", &normalize(name));
     c.add(action, resource);
@@ -215,11 +166,7 @@ pub(super) fn role(
 }
 
 /// `DROP TABLE a, b`, `DROP VIEW`, `DROP SCHEMA`, `DROP ROLE`, …
-pub(super) fn drop(
-    c: &mut Collector<'_>,
-    object_type: &ObjectType,
-    names: &[ObjectName],
-) -> Result<(), ClassifyError> {
+pub(super) fn drop(c: &mut Collector<'_>, object_type: &ObjectType, names: &[ObjectName]) -> Result<(), ClassifyError> {
     c.set_verb(format!("DROP {object_type}"));
     for name in names {
         c.claim(name);
@@ -234,25 +181,15 @@ pub(super) fn drop(
             | ObjectType::Collation => (actions::DROP, c.res.relation(name)?),
             ObjectType::Schema => (actions::DROP, c.res.schema(&c.res.single(name)?)),
             ObjectType::Database => (actions::DROP, c.res.named("database", &c.res.single(name)?)),
-            ObjectType::Role | ObjectType::User | ObjectType::Group => (
-                actions::DROP_ROLE,
-                c.res.named("role", &c.res.single(name)?),
-            ),
-            _ => {
-                return Err(ClassifyError::new(format!(
-                    "unclassified statement: DROP {object_type}"
-                )))
-            }
+            ObjectType::Role | ObjectType::User | ObjectType::Group => (actions::DROP_ROLE, c.res.named("role", &c.res.single(name)?)),
+            _ => return Err(ClassifyError::new(format!("unclassified statement: DROP {object_type}"))),
         };
         c.add(action, resource);
     }
     Ok(())
 }
 
-pub(super) fn drop_function(
-    c: &mut Collector<'_>,
-    drop: &DropFunction,
-) -> Result<(), ClassifyError> {
+pub(super) fn drop_function(c: &mut Collector<'_>, drop: &DropFunction) -> Result<(), ClassifyError> {
     c.set_verb("DROP FUNCTION");
     for function in &drop.func_desc {
         let resource = function_resource(c, &function.name)?;
@@ -270,19 +207,11 @@ pub(super) fn truncate(c: &mut Collector<'_>, truncate: &Truncate) -> Result<(),
 }
 
 /// `GRANT`/`REVOKE` privileges `ON` objects: the action on each object named.
-pub(super) fn grant(
-    c: &mut Collector<'_>,
-    verb: &str,
-    action: &str,
-    objects: Option<&GrantObjects>,
-) -> Result<(), ClassifyError> {
+pub(super) fn grant(c: &mut Collector<'_>, verb: &str, action: &str, objects: Option<&GrantObjects>) -> Result<(), ClassifyError> {
     c.set_verb(verb);
-    let unclassified =
-        || ClassifyError::new(format!("unclassified statement: {verb} on these objects"));
+    let unclassified = || ClassifyError::new(format!("unclassified statement: {verb} on these objects"));
     match objects.ok_or_else(unclassified)? {
-        GrantObjects::Tables(names)
-        | GrantObjects::Sequences(names)
-        | GrantObjects::Views(names) => {
+        GrantObjects::Tables(names) | GrantObjects::Sequences(names) | GrantObjects::Views(names) => {
             for name in names {
                 c.table(action, name)?;
             }
@@ -303,9 +232,7 @@ pub(super) fn grant(
                 c.add(action, resource);
             }
         }
-        GrantObjects::Functions(functions)
-        | GrantObjects::Procedures(functions)
-        | GrantObjects::Routines(functions) => {
+        GrantObjects::Functions(functions) | GrantObjects::Procedures(functions) | GrantObjects::Routines(functions) => {
             for function in functions {
                 let resource = function_resource(c, &function.name)?;
                 c.add(action, resource);
@@ -317,12 +244,7 @@ pub(super) fn grant(
 }
 
 /// `GRANT role TO grantee` / `REVOKE role FROM grantee`: the action on each role handed out.
-pub(super) fn grant_role(
-    c: &mut Collector<'_>,
-    verb: &str,
-    action: &str,
-    roles: &[Ident],
-) -> Result<(), ClassifyError> {
+pub(super) fn grant_role(c: &mut Collector<'_>, verb: &str, action: &str, roles: &[Ident]) -> Result<(), ClassifyError> {
     c.set_verb(verb);
     for role in roles {
         let resource = c.res.named("role", &normalize(role));
@@ -331,11 +253,7 @@ pub(super) fn grant_role(
     Ok(())
 }
 
-pub(super) fn comment(
-    c: &mut Collector<'_>,
-    object_type: &CommentObject,
-    name: &ObjectName,
-) -> Result<(), ClassifyError> {
+pub(super) fn comment(c: &mut Collector<'_>, object_type: &CommentObject, name: &ObjectName) -> Result<(), ClassifyError> {
     c.set_verb("COMMENT");
     c.claim(name);
     let resource = match object_type {
@@ -353,9 +271,7 @@ pub(super) fn comment(
             let mut parts = name.0.clone();
             parts.pop();
             if parts.is_empty() {
-                return Err(ClassifyError::new(
-                    "unclassified statement: COMMENT ON COLUMN",
-                ));
+                return Err(ClassifyError::new("unclassified statement: COMMENT ON COLUMN"));
             }
             c.res.relation(&ObjectName(parts))?
         }
@@ -370,17 +286,9 @@ pub(super) fn comment(
 }
 
 /// `VACUUM [table]`, `ANALYZE [table]`: on the table, or on the whole database.
-pub(super) fn maintenance(
-    c: &mut Collector<'_>,
-    verb: &str,
-    table: Option<&ObjectName>,
-) -> Result<(), ClassifyError> {
+pub(super) fn maintenance(c: &mut Collector<'_>, verb: &str, table: Option<&ObjectName>) -> Result<(), ClassifyError> {
     c.set_verb(verb);
-    let action = if verb == "VACUUM" {
-        actions::VACUUM
-    } else {
-        actions::ANALYZE
-    };
+    let action = if verb == "VACUUM" { actions::VACUUM } else { actions::ANALYZE };
     match table {
         Some(table) => c.table(action, table),
         None => {

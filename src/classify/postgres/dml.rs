@@ -6,8 +6,8 @@
 //! which Postgres itself only allows with `SELECT` privilege, so it adds `SELECT` on the target.
 
 use sqlparser::ast::{
-    CopySource, CopyTarget, Declare, Delete, FromTable, Function, Insert, Merge, MergeAction,
-    OnConflictAction, OnInsert, Query, SetExpr, TableFactor, TableObject, Update,
+    CopySource, CopyTarget, Declare, Delete, FromTable, Function, Insert, Merge, MergeAction, OnConflictAction, OnInsert, Query, SetExpr, TableFactor,
+    TableObject, Update,
 };
 
 use super::collector::Collector;
@@ -29,9 +29,7 @@ pub(super) fn query(c: &mut Collector<'_>, query: &Query) -> Result<(), Classify
 pub(super) fn insert(c: &mut Collector<'_>, insert: &Insert) -> Result<(), ClassifyError> {
     c.set_verb("INSERT");
     let TableObject::TableName(target) = &insert.table else {
-        return Err(ClassifyError::new(
-            "unclassified statement: INSERT into a table function",
-        ));
+        return Err(ClassifyError::new("unclassified statement: INSERT into a table function"));
     };
     c.table(actions::INSERT, target)?;
     if let Some(OnInsert::OnConflict(conflict)) = &insert.on {
@@ -98,26 +96,13 @@ pub(super) fn merge(c: &mut Collector<'_>, merge: &Merge) -> Result<(), Classify
 /// `COPY`: `COPY_FROM` (rows in) or `COPY_TO` (rows out) on the table, or for `COPY (query) TO`
 /// `COPY_TO` on the database plus whatever the query reads. A server-side file or program adds
 /// `COPY_FILE` / `COPY_PROGRAM` on the database, both session-changing.
-pub(super) fn copy(
-    c: &mut Collector<'_>,
-    source: &CopySource,
-    to: bool,
-    target: &CopyTarget,
-) -> Result<(), ClassifyError> {
+pub(super) fn copy(c: &mut Collector<'_>, source: &CopySource, to: bool, target: &CopyTarget) -> Result<(), ClassifyError> {
     c.set_verb("COPY");
-    let action = if to {
-        actions::COPY_TO
-    } else {
-        actions::COPY_FROM
-    };
+    let action = if to { actions::COPY_TO } else { actions::COPY_FROM };
     match source {
         CopySource::Table { table_name, .. } => c.table(action, table_name)?,
         CopySource::Query(_) if to => c.add_database(action),
-        CopySource::Query(_) => {
-            return Err(ClassifyError::new(
-                "unclassified statement: COPY (query) FROM",
-            ))
-        }
+        CopySource::Query(_) => return Err(ClassifyError::new("unclassified statement: COPY (query) FROM")),
     }
     match target {
         CopyTarget::Stdin | CopyTarget::Stdout => {}
@@ -141,24 +126,15 @@ pub(super) fn call(c: &mut Collector<'_>, function: &Function) -> Result<(), Cla
 pub(super) fn declare(c: &mut Collector<'_>, declares: &[Declare]) -> Result<(), ClassifyError> {
     c.set_verb("DECLARE");
     if declares.iter().any(|d| d.for_query.is_none()) {
-        return Err(ClassifyError::new(
-            "unclassified statement: DECLARE without a cursor query",
-        ));
+        return Err(ClassifyError::new("unclassified statement: DECLARE without a cursor query"));
     }
     Ok(())
 }
 
 /// The table a write statement targets; anything else (a subquery, a function) is refused.
-fn target_table<'a>(
-    factor: &'a TableFactor,
-    verb: &str,
-) -> Result<&'a sqlparser::ast::ObjectName, ClassifyError> {
+fn target_table<'a>(factor: &'a TableFactor, verb: &str) -> Result<&'a sqlparser::ast::ObjectName, ClassifyError> {
     match factor {
-        TableFactor::Table {
-            name, args: None, ..
-        } => Ok(name),
-        _ => Err(ClassifyError::new(format!(
-            "unclassified statement: {verb} target is not a table"
-        ))),
+        TableFactor::Table { name, args: None, .. } => Ok(name),
+        _ => Err(ClassifyError::new(format!("unclassified statement: {verb} target is not a table"))),
     }
 }

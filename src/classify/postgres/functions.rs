@@ -9,10 +9,7 @@
 //! - a table function in `FROM` always needs `postgres:EXECUTE` on its resource;
 //! - `set_config(name, value, local)` is classified like `SET name`: see [`setting_action`].
 
-use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, ObjectNamePart,
-    TableFactor,
-};
+use sqlparser::ast::{Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, ObjectNamePart, TableFactor};
 
 use super::collector::Collector;
 use super::names::PG_CATALOG;
@@ -108,9 +105,7 @@ fn listed(list: &str, name: &str) -> bool {
 }
 
 fn is_safe(name: &str) -> bool {
-    listed(SAFE, name)
-        || SAFE_PREFIXES.iter().any(|p| name.starts_with(p))
-        || SAFE_SUFFIXES.iter().any(|s| name.ends_with(s))
+    listed(SAFE, name) || SAFE_PREFIXES.iter().any(|p| name.starts_with(p)) || SAFE_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 fn is_dangerous(name: &str) -> bool {
@@ -118,10 +113,7 @@ fn is_dangerous(name: &str) -> bool {
 }
 
 /// (schema written by the caller, if any; function name), normalised.
-fn split_name(
-    c: &Collector<'_>,
-    name: &ObjectName,
-) -> Result<(Option<String>, String), ClassifyError> {
+fn split_name(c: &Collector<'_>, name: &ObjectName) -> Result<(Option<String>, String), ClassifyError> {
     let (schema, object) = c.res.resolve(name, "")?;
     Ok(((!schema.is_empty()).then_some(schema), object))
 }
@@ -131,9 +123,7 @@ fn split_name(
 fn function_schema(c: &Collector<'_>, schema: Option<String>, name: &str) -> String {
     match schema {
         Some(schema) => schema,
-        None if is_safe(name) || is_dangerous(name) || name == "set_config" => {
-            PG_CATALOG.to_string()
-        }
+        None if is_safe(name) || is_dangerous(name) || name == "set_config" => PG_CATALOG.to_string(),
         None => c.res.default_schema().to_string(),
     }
 }
@@ -159,11 +149,7 @@ pub(super) fn call(c: &mut Collector<'_>, function: &Function) -> Result<(), Cla
 }
 
 /// A function that is executed however it is spelled (`CALL p()`, a table function in `FROM`).
-pub(super) fn execute(
-    c: &mut Collector<'_>,
-    name: &ObjectName,
-    args: &[FunctionArg],
-) -> Result<(), ClassifyError> {
+pub(super) fn execute(c: &mut Collector<'_>, name: &ObjectName, args: &[FunctionArg]) -> Result<(), ClassifyError> {
     let (schema, fname) = split_name(c, name)?;
     if schema.as_deref().is_none_or(|s| s == PG_CATALOG) && fname == "set_config" {
         return set_config(c, args);
@@ -175,16 +161,9 @@ pub(super) fn execute(
 }
 
 /// Table functions in `FROM`: `generate_series(1, 3)`, `LATERAL f(x)`.
-pub(super) fn table_factor(
-    c: &mut Collector<'_>,
-    factor: &TableFactor,
-) -> Result<(), ClassifyError> {
+pub(super) fn table_factor(c: &mut Collector<'_>, factor: &TableFactor) -> Result<(), ClassifyError> {
     match factor {
-        TableFactor::Table {
-            name,
-            args: Some(args),
-            ..
-        } => {
+        TableFactor::Table { name, args: Some(args), .. } => {
             // The name is a function, not a relation: keep the walk from reading it as a table.
             c.claim(name);
             execute(c, name, &args.args)
@@ -200,9 +179,7 @@ fn is_array_constructor(function: &Function) -> bool {
     let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
         return false;
     };
-    ident.quote_style.is_none()
-        && ident.value.eq_ignore_ascii_case("array")
-        && matches!(function.args, FunctionArguments::Subquery(_))
+    ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("array") && matches!(function.args, FunctionArguments::Subquery(_))
 }
 
 fn list_args(args: &FunctionArguments) -> &[FunctionArg] {
@@ -216,18 +193,11 @@ fn list_args(args: &FunctionArguments) -> &[FunctionArg] {
 /// a placeholder could name `role` and is refused.
 fn set_config(c: &mut Collector<'_>, args: &[FunctionArg]) -> Result<(), ClassifyError> {
     let Some(setting) = literal_arg(args, 0, "setting_name") else {
-        return Err(ClassifyError::new(
-            "unclassified statement: set_config with a setting name that is not a literal",
-        ));
+        return Err(ClassifyError::new("unclassified statement: set_config with a setting name that is not a literal"));
     };
     let setting = setting.to_lowercase();
     let value = literal_arg(args, 1, "new_value");
-    let action = settings::setting_action(
-        &setting,
-        value.as_deref().map(settings::split_search_path).as_deref(),
-        c.res.default_schema(),
-        actions::SET_CONFIG,
-    );
+    let action = settings::setting_action(&setting, value.as_deref().map(settings::split_search_path).as_deref(), c.res.default_schema(), actions::SET_CONFIG);
     let resource = c.res.named("setting", &setting);
     c.add(action, resource);
     Ok(())

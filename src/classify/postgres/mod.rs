@@ -84,10 +84,7 @@ pub struct StatementScope {
 pub fn classify_sql(sql: &str, db: &Database) -> Result<Vec<StatementScope>, ClassifyError> {
     let dialect = PostgreSqlDialect {};
     match Parser::parse_sql(&dialect, sql) {
-        Ok(statements) => statements
-            .iter()
-            .map(|statement| collector::classify_statement(statement, db))
-            .collect(),
+        Ok(statements) => statements.iter().map(|statement| collector::classify_statement(statement, db)).collect(),
         // Some statements sqlparser cannot parse must still be recognised (to be denied by name).
         Err(err) => raw::classify_pieces(sql, db, err),
     }
@@ -100,8 +97,6 @@ pub fn classify_parse(sql: &str, db: &Database) -> Result<Option<StatementScope>
     let mut scopes = classify_sql(sql, db)?;
     match scopes.len() {
         0 | 1 => Ok(scopes.pop()),
-        _ => Err(ClassifyError::new(
-            "unclassified statement: a prepared statement may hold only one command",
-        )),
+        _ => Err(ClassifyError::new("unclassified statement: a prepared statement may hold only one command")),
     }
 }

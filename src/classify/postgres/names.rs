@@ -37,9 +37,7 @@ const PG_CATALOG_RELATIONS: &str = "\
 ";
 
 fn is_catalog_relation(name: &str) -> bool {
-    PG_CATALOG_RELATIONS
-        .split_ascii_whitespace()
-        .any(|known| known == name)
+    PG_CATALOG_RELATIONS.split_ascii_whitespace().any(|known| known == name)
 }
 
 /// Normalise one identifier as Postgres does: unquoted names fold to lower case, quoted names are
@@ -55,10 +53,7 @@ pub(super) fn normalize(ident: &Ident) -> String {
 /// `$` are written bare; anything else is double-quoted (with `"` doubled) so that a quoted name
 /// such as `"a.b"` can never be read as schema `a`, table `b` by a policy pattern.
 pub(super) fn render(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$');
     if plain {
         name.to_string()
     } else {
@@ -109,11 +104,7 @@ impl<'d> Resources<'d> {
     }
 
     /// Like [`Self::relation`], but an unqualified name resolves to `schema`.
-    pub(super) fn relation_in(
-        &self,
-        name: &ObjectName,
-        schema: &str,
-    ) -> Result<String, ClassifyError> {
+    pub(super) fn relation_in(&self, name: &ObjectName, schema: &str) -> Result<String, ClassifyError> {
         let (schema, object) = self.resolve(name, schema)?;
         Ok(self.under(&format!("{}.{}", render(&schema), render(&object))))
     }
@@ -126,31 +117,20 @@ impl<'d> Resources<'d> {
     /// The schema a name without one resolves to when it is a relation.
     fn relation_default_schema(&self, name: &ObjectName) -> &str {
         match name.0.as_slice() {
-            [ObjectNamePart::Identifier(ident)] if is_catalog_relation(&normalize(ident)) => {
-                PG_CATALOG
-            }
+            [ObjectNamePart::Identifier(ident)] if is_catalog_relation(&normalize(ident)) => PG_CATALOG,
             _ => &self.db.default_schema,
         }
     }
 
     /// Split a possibly qualified name into (schema, object), normalised. `db.schema.object` is
     /// accepted only for this database (Postgres itself rejects cross-database references).
-    pub(super) fn resolve(
-        &self,
-        name: &ObjectName,
-        default_schema: &str,
-    ) -> Result<(String, String), ClassifyError> {
+    pub(super) fn resolve(&self, name: &ObjectName, default_schema: &str) -> Result<(String, String), ClassifyError> {
         let parts = idents(name)?;
         match parts.as_slice() {
             [object] => Ok((default_schema.to_string(), object.clone())),
             [schema, object] => Ok((schema.clone(), object.clone())),
-            [catalog, schema, object] if *catalog == self.db.name => {
-                Ok((schema.clone(), object.clone()))
-            }
-            _ => Err(ClassifyError::new(format!(
-                "unclassified statement: name {name} does not name an object in database {}",
-                self.db.name
-            ))),
+            [catalog, schema, object] if *catalog == self.db.name => Ok((schema.clone(), object.clone())),
+            _ => Err(ClassifyError::new(format!("unclassified statement: name {name} does not name an object in database {}", self.db.name))),
         }
     }
 
@@ -159,9 +139,7 @@ impl<'d> Resources<'d> {
         match idents(name)?.as_slice() {
             [one] => Ok(one.clone()),
             [catalog, one] if *catalog == self.db.name => Ok(one.clone()),
-            _ => Err(ClassifyError::new(format!(
-                "unclassified statement: {name} is not a simple name"
-            ))),
+            _ => Err(ClassifyError::new(format!("unclassified statement: {name} is not a simple name"))),
         }
     }
 }
@@ -172,9 +150,7 @@ pub(super) fn idents(name: &ObjectName) -> Result<Vec<String>, ClassifyError> {
         .iter()
         .map(|part| match part {
             ObjectNamePart::Identifier(ident) => Ok(normalize(ident)),
-            ObjectNamePart::Function(_) => Err(ClassifyError::new(format!(
-                "unclassified statement: name {name} contains a function call"
-            ))),
+            ObjectNamePart::Function(_) => Err(ClassifyError::new(format!("unclassified statement: name {name} contains a function call"))),
         })
         .collect()
 }

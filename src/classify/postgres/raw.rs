@@ -14,16 +14,9 @@ use super::{actions, Database, StatementScope};
 use crate::classify::{ClassifyError, Scope};
 
 /// Classify `sql` statement by statement; `whole` is why the string did not parse as a whole.
-pub(super) fn classify_pieces(
-    sql: &str,
-    db: &Database,
-    whole: ParserError,
-) -> Result<Vec<StatementScope>, ClassifyError> {
+pub(super) fn classify_pieces(sql: &str, db: &Database, whole: ParserError) -> Result<Vec<StatementScope>, ClassifyError> {
     let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .with_unescape(false)
-        .tokenize()
-        .map_err(|_| unparseable(&whole))?;
+    let tokens = Tokenizer::new(&dialect, sql).with_unescape(false).tokenize().map_err(|_| unparseable(&whole))?;
     let mut scopes = Vec::new();
     for piece in tokens.split(|t| *t == Token::SemiColon) {
         let words: Vec<Keyword> = piece
@@ -42,10 +35,7 @@ pub(super) fn classify_pieces(
             _ => None,
         };
         if let Some((verb, action)) = raw {
-            scopes.push(StatementScope {
-                sql_verb: verb.to_string(),
-                scope: Scope::single("postgres", None, action, Resources::new(db).database()),
-            });
+            scopes.push(StatementScope { sql_verb: verb.to_string(), scope: Scope::single("postgres", None, action, Resources::new(db).database()) });
             continue;
         }
         let text: String = piece.iter().map(Token::to_string).collect();

@@ -6,10 +6,7 @@
 //! the session is, or how names resolve, get the distinct actions listed in
 //! [`super::is_session_changing`].
 
-use sqlparser::ast::{
-    CloseCursor, DiscardObject, Expr, Ident, ObjectName, Reset, Set,
-    SetSessionAuthorizationParamKind, UtilityOption,
-};
+use sqlparser::ast::{CloseCursor, DiscardObject, Expr, Ident, ObjectName, Reset, Set, SetSessionAuthorizationParamKind, UtilityOption};
 
 use super::collector::Collector;
 use super::names::{idents, normalize};
@@ -25,9 +22,7 @@ pub(super) fn transaction(c: &mut Collector<'_>, verb: &str) -> Result<(), Class
 
 pub(super) fn set(c: &mut Collector<'_>, set: &Set) -> Result<(), ClassifyError> {
     match set {
-        Set::SingleAssignment {
-            variable, values, ..
-        } => {
+        Set::SingleAssignment { variable, values, .. } => {
             c.set_verb("SET");
             assignment(c, variable, values)
         }
@@ -55,26 +50,15 @@ pub(super) fn set(c: &mut Collector<'_>, set: &Set) -> Result<(), ClassifyError>
         Set::SetTimeZone { .. } => ordinary_setting(c, "timezone"),
         Set::SetNames { .. } | Set::SetNamesDefault {} => ordinary_setting(c, "client_encoding"),
         Set::SetTransaction { .. } => transaction(c, "SET TRANSACTION"),
-        Set::ParenthesizedAssignments { .. } | Set::SetSessionParam(_) => {
-            Err(ClassifyError::new(format!("unclassified statement: {set}")))
-        }
+        Set::ParenthesizedAssignments { .. } | Set::SetSessionParam(_) => Err(ClassifyError::new(format!("unclassified statement: {set}"))),
     }
 }
 
 /// `SET name = values`.
-fn assignment(
-    c: &mut Collector<'_>,
-    variable: &ObjectName,
-    values: &[Expr],
-) -> Result<(), ClassifyError> {
+fn assignment(c: &mut Collector<'_>, variable: &ObjectName, values: &[Expr]) -> Result<(), ClassifyError> {
     let setting = idents(variable)?.join(".");
     let literal_values: Option<Vec<String>> = values.iter().map(value_text).collect();
-    let action = settings::setting_action(
-        &setting,
-        literal_values.as_deref(),
-        c.res.default_schema(),
-        actions::SET,
-    );
+    let action = settings::setting_action(&setting, literal_values.as_deref(), c.res.default_schema(), actions::SET);
     let resource = match action {
         actions::SET_ROLE | actions::SET_SESSION_AUTHORIZATION => {
             // `SET role = x` is `SET ROLE x`: name the role like the keyword form does.
@@ -157,12 +141,7 @@ pub(super) fn show(c: &mut Collector<'_>, variable: &[Ident]) -> Result<(), Clas
 }
 
 /// `LISTEN`, `UNLISTEN`, `NOTIFY` on a channel.
-pub(super) fn channel(
-    c: &mut Collector<'_>,
-    verb: &str,
-    action: &str,
-    channel: &Ident,
-) -> Result<(), ClassifyError> {
+pub(super) fn channel(c: &mut Collector<'_>, verb: &str, action: &str, channel: &Ident) -> Result<(), ClassifyError> {
     c.set_verb(verb);
     let resource = c.res.named("channel", &normalize(channel));
     c.add(action, resource);
@@ -179,17 +158,9 @@ pub(super) fn deallocate(c: &mut Collector<'_>, name: &Ident) -> Result<(), Clas
 /// `EXPLAIN stmt`: `EXPLAIN` on the database plus everything `stmt` needs (found when the walk
 /// reaches it), as Postgres checks the statement's privileges even to plan it. `EXPLAIN ANALYZE`
 /// runs the statement, which the verb makes visible.
-pub(super) fn explain(
-    c: &mut Collector<'_>,
-    analyze: bool,
-    options: Option<&[UtilityOption]>,
-) -> Result<(), ClassifyError> {
+pub(super) fn explain(c: &mut Collector<'_>, analyze: bool, options: Option<&[UtilityOption]>) -> Result<(), ClassifyError> {
     let analyze = analyze || options.into_iter().flatten().any(is_analyze_on);
-    c.set_verb(if analyze {
-        "EXPLAIN ANALYZE"
-    } else {
-        "EXPLAIN"
-    });
+    c.set_verb(if analyze { "EXPLAIN ANALYZE" } else { "EXPLAIN" });
     c.add_database(actions::EXPLAIN);
     Ok(())
 }

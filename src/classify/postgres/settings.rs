@@ -11,12 +11,7 @@ use super::actions;
 /// keeps that resolution intact: empty (`''`, which pg_dump and pgbench-style clients set for
 /// safety), `pg_catalog`, the default schema, or `pg_catalog, <default schema>`. `values` is `None`
 /// when the new value is not a literal. Every other setting gets `ordinary`.
-pub(super) fn setting_action(
-    setting: &str,
-    values: Option<&[String]>,
-    default_schema: &str,
-    ordinary: &'static str,
-) -> &'static str {
+pub(super) fn setting_action(setting: &str, values: Option<&[String]>, default_schema: &str, ordinary: &'static str) -> &'static str {
     match setting {
         "role" => actions::SET_ROLE,
         "session_authorization" => actions::SET_SESSION_AUTHORIZATION,
@@ -28,11 +23,7 @@ pub(super) fn setting_action(
 
 /// Whether a `search_path` resolves unqualified names as the classifier assumes.
 fn keeps_resolution(values: &[String], default_schema: &str) -> bool {
-    let schemas: Vec<&str> = values
-        .iter()
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .collect();
+    let schemas: Vec<&str> = values.iter().map(String::as_str).filter(|v| !v.is_empty()).collect();
     match schemas.as_slice() {
         [] => true,
         [one] => *one == "pg_catalog" || *one == default_schema,
@@ -47,11 +38,9 @@ pub(super) fn split_search_path(value: &str) -> Vec<String> {
     value
         .split(',')
         .map(str::trim)
-        .map(
-            |item| match item.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
-                Some(quoted) => quoted.replace("\"\"", "\""),
-                None => item.to_lowercase(),
-            },
-        )
+        .map(|item| match item.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => item.to_lowercase(),
+        })
         .collect()
 }

@@ -18,9 +18,7 @@ pub(super) fn classify(c: &mut Collector<'_>, statement: &Statement) -> Result<(
         S::Update(update) => dml::update(c, update),
         S::Delete(delete) => dml::delete(c, delete),
         S::Merge(merge) => dml::merge(c, merge),
-        S::Copy {
-            source, to, target, ..
-        } => dml::copy(c, source, *to, target),
+        S::Copy { source, to, target, .. } => dml::copy(c, source, *to, target),
         S::Call(function) => dml::call(c, function),
         S::Declare { stmts, .. } => dml::declare(c, stmts),
         S::Fetch { name, .. } => session::cursor(c, "FETCH", name),
@@ -45,26 +43,16 @@ pub(super) fn classify(c: &mut Collector<'_>, statement: &Statement) -> Result<(
         S::AlterType(alter) => ddl::alter_object(c, "ALTER TYPE", &alter.name),
         S::AlterSchema(alter) => ddl::alter_schema(c, &alter.name),
         S::AlterRole { name, .. } => ddl::role(c, "ALTER ROLE", super::actions::ALTER_ROLE, name),
-        S::Drop {
-            object_type, names, ..
-        } => ddl::drop(c, object_type, names),
+        S::Drop { object_type, names, .. } => ddl::drop(c, object_type, names),
         S::DropFunction(drop) => ddl::drop_function(c, drop),
         S::DropTrigger(drop) => ddl::drop_trigger(c, drop),
         S::DropExtension(drop) => ddl::drop_extension(c, drop),
         S::Truncate(truncate) => ddl::truncate(c, truncate),
         S::Grant(grant) => ddl::grant(c, "GRANT", super::actions::GRANT, grant.objects.as_ref()),
-        S::Revoke(revoke) => {
-            ddl::grant(c, "REVOKE", super::actions::REVOKE, revoke.objects.as_ref())
-        }
+        S::Revoke(revoke) => ddl::grant(c, "REVOKE", super::actions::REVOKE, revoke.objects.as_ref()),
         S::GrantRole(grant) => ddl::grant_role(c, "GRANT", super::actions::GRANT, &grant.roles),
-        S::RevokeRole(revoke) => {
-            ddl::grant_role(c, "REVOKE", super::actions::REVOKE, &revoke.roles)
-        }
-        S::Comment {
-            object_type,
-            object_name,
-            ..
-        } => ddl::comment(c, object_type, object_name),
+        S::RevokeRole(revoke) => ddl::grant_role(c, "REVOKE", super::actions::REVOKE, &revoke.roles),
+        S::Comment { object_type, object_name, .. } => ddl::comment(c, object_type, object_name),
 
         // Maintenance.
         S::Vacuum(vacuum) => ddl::maintenance(c, "VACUUM", vacuum.table_name.as_ref()),
@@ -73,9 +61,7 @@ pub(super) fn classify(c: &mut Collector<'_>, statement: &Statement) -> Result<(
         S::RefreshMaterializedView(refresh) => ddl::refresh(c, &refresh.name),
 
         // Session and transaction.
-        S::StartTransaction { begin, .. } => {
-            session::transaction(c, if *begin { "BEGIN" } else { "START TRANSACTION" })
-        }
+        S::StartTransaction { begin, .. } => session::transaction(c, if *begin { "BEGIN" } else { "START TRANSACTION" }),
         S::Commit { .. } => session::transaction(c, "COMMIT"),
         S::Rollback { .. } => session::transaction(c, "ROLLBACK"),
         S::Savepoint { .. } => session::transaction(c, "SAVEPOINT"),
@@ -85,9 +71,7 @@ pub(super) fn classify(c: &mut Collector<'_>, statement: &Statement) -> Result<(
         S::Discard { object_type } => session::discard(c, object_type),
         S::ShowVariable { variable } => session::show(c, variable),
         S::LISTEN { channel } => session::channel(c, "LISTEN", super::actions::LISTEN, channel),
-        S::UNLISTEN { channel } => {
-            session::channel(c, "UNLISTEN", super::actions::UNLISTEN, channel)
-        }
+        S::UNLISTEN { channel } => session::channel(c, "UNLISTEN", super::actions::UNLISTEN, channel),
         S::NOTIFY { channel, .. } => session::channel(c, "NOTIFY", super::actions::NOTIFY, channel),
         S::Prepare { .. } => {
             // The prepared statement itself is classified when the walk reaches it.
@@ -95,9 +79,7 @@ pub(super) fn classify(c: &mut Collector<'_>, statement: &Statement) -> Result<(
             Ok(())
         }
         S::Deallocate { name, .. } => session::deallocate(c, name),
-        S::Explain {
-            analyze, options, ..
-        } => session::explain(c, *analyze, options.as_deref()),
+        S::Explain { analyze, options, .. } => session::explain(c, *analyze, options.as_deref()),
         S::Load { extension_name } => session::load(c, extension_name),
         S::Execute { .. } => Err(ClassifyError::new(
             "unclassified statement: EXECUTE of a prepared statement (its tables are not known \

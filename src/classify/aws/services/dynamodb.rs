@@ -26,20 +26,9 @@ const TABLE_OPS: &[&str] = &[
 ];
 
 /// Operations whose resource is a DynamoDB ARN in `ResourceArn`.
-const RESOURCE_ARN_OPS: &[&str] = &[
-    "TagResource",
-    "UntagResource",
-    "ListTagsOfResource",
-    "GetResourcePolicy",
-    "PutResourcePolicy",
-    "DeleteResourcePolicy",
-];
+const RESOURCE_ARN_OPS: &[&str] = &["TagResource", "UntagResource", "ListTagsOfResource", "GetResourcePolicy", "PutResourcePolicy", "DeleteResourcePolicy"];
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if TABLE_OPS.contains(&op) {
         let table = table_arn(input.required(op, "TableName")?, ctx)?;
         return Ok(one("dynamodb", op, table));
@@ -54,23 +43,12 @@ pub(super) fn permissions(
     }
     if RESOURCE_ARN_OPS.contains(&op) {
         let arn = input.required(op, "ResourceArn")?;
-        return Ok(one(
-            "dynamodb",
-            op,
-            ctx.checked_arn(arn, "dynamodb", "table/", true)?,
-        ));
+        return Ok(one("dynamodb", op, ctx.checked_arn(arn, "dynamodb", "table/", true)?));
     }
-    let body = || {
-        input
-            .json()
-            .ok_or_else(|| unclassified(format!("DynamoDB {op} outside the JSON protocol")))
-    };
+    let body = || input.json().ok_or_else(|| unclassified(format!("DynamoDB {op} outside the JSON protocol")));
     match op {
         "BatchGetItem" | "BatchWriteItem" => {
-            let items = body()?
-                .get("RequestItems")
-                .and_then(Value::as_object)
-                .ok_or_else(|| unclassified(format!("DynamoDB {op} without RequestItems")))?;
+            let items = body()?.get("RequestItems").and_then(Value::as_object).ok_or_else(|| unclassified(format!("DynamoDB {op} without RequestItems")))?;
             let mut out = Vec::new();
             for table in items.keys() {
                 out.push(permission(format!("dynamodb:{op}"), table_arn(table, ctx)?));
@@ -83,21 +61,12 @@ pub(super) fn permissions(
 }
 
 /// Transactions are authorized per item, by the single-item action each one performs.
-fn transact(
-    op: &str,
-    body: &serde_json::Map<String, Value>,
-    ctx: &Ctx,
-) -> Result<Vec<Permission>, ClassifyError> {
+fn transact(op: &str, body: &serde_json::Map<String, Value>, ctx: &Ctx) -> Result<Vec<Permission>, ClassifyError> {
     let bad = |why: &str| unclassified(format!("DynamoDB {op}: {why}"));
-    let items = body
-        .get("TransactItems")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no TransactItems"))?;
+    let items = body.get("TransactItems").and_then(Value::as_array).ok_or_else(|| bad("no TransactItems"))?;
     let mut out = Vec::new();
     for item in items {
-        let item = item
-            .as_object()
-            .ok_or_else(|| bad("item is not an object"))?;
+        let item = item.as_object().ok_or_else(|| bad("item is not an object"))?;
         let [(kind, inner)] = item.iter().collect::<Vec<_>>()[..] else {
             return Err(bad("item must hold exactly one operation"));
         };
@@ -109,14 +78,8 @@ fn transact(
             ("TransactGetItems", "Get") => "GetItem",
             _ => return Err(bad(&format!("unknown item operation {kind}"))),
         };
-        let table = inner
-            .get("TableName")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("item without TableName"))?;
-        out.push(permission(
-            format!("dynamodb:{action}"),
-            table_arn(table, ctx)?,
-        ));
+        let table = inner.get("TableName").and_then(Value::as_str).ok_or_else(|| bad("item without TableName"))?;
+        out.push(permission(format!("dynamodb:{action}"), table_arn(table, ctx)?));
     }
     if out.is_empty() {
         return Err(bad("no items"));

@@ -7,20 +7,9 @@ use super::super::arn::checked_name;
 use super::{permission, unclassified, ClassifyError, Ctx, Input, Permission};
 
 /// Operations on the instances listed in `InstanceId.N`.
-const INSTANCE_OPS: &[&str] = &[
-    "StartInstances",
-    "StopInstances",
-    "RebootInstances",
-    "TerminateInstances",
-    "MonitorInstances",
-    "UnmonitorInstances",
-];
+const INSTANCE_OPS: &[&str] = &["StartInstances", "StopInstances", "RebootInstances", "TerminateInstances", "MonitorInstances", "UnmonitorInstances"];
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if !INSTANCE_OPS.contains(&op) {
         return Ok(None);
     }
@@ -34,10 +23,7 @@ pub(super) fn permissions(
         if !id.starts_with("i-") {
             return Err(unclassified(format!("{id:?} is not an instance id")));
         }
-        out.push(permission(
-            format!("ec2:{op}"),
-            ctx.arn("ec2", &format!("instance/{id}")),
-        ));
+        out.push(permission(format!("ec2:{op}"), ctx.arn("ec2", &format!("instance/{id}"))));
     }
     Ok(Some(out))
 }

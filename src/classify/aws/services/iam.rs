@@ -95,11 +95,7 @@ const OPS: &[(&str, By)] = &[
 /// IAM entity name characters besides ASCII alphanumerics.
 const NAME_CHARS: &str = "+=,.@_-";
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     let Some((_, by)) = OPS.iter().find(|(name, _)| *name == op) else {
         return Ok(None);
     };
@@ -113,9 +109,7 @@ pub(super) fn permissions(
         By::Group => named("GroupName", "group", 128)?,
         By::PolicyName => named("PolicyName", "policy", 128)?,
         By::InstanceProfile => named("InstanceProfileName", "instance-profile", 128)?,
-        By::PolicyArn => {
-            ctx.checked_arn(input.required(op, "PolicyArn")?, "iam", "policy/", false)?
-        }
+        By::PolicyArn => ctx.checked_arn(input.required(op, "PolicyArn")?, "iam", "policy/", false)?,
     };
     Ok(one("iam", op, arn))
 }

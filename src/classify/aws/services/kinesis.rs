@@ -33,11 +33,7 @@ const STREAM_OPS: &[&str] = &[
     "ListStreamConsumers",
 ];
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if !STREAM_OPS.contains(&op) {
         return Ok(None);
     }
@@ -52,17 +48,11 @@ pub(super) fn permissions(
             let by_name = ctx.arn("kinesis", &format!("stream/{name}"));
             let arn = ctx.checked_arn(arn, "kinesis", "stream/", true)?;
             if by_name != arn {
-                return Err(unclassified(format!(
-                    "Kinesis {op}: StreamName {name:?} and StreamARN {arn:?} differ"
-                )));
+                return Err(unclassified(format!("Kinesis {op}: StreamName {name:?} and StreamARN {arn:?} differ")));
             }
             arn
         }
-        (None, None) => {
-            return Err(unclassified(format!(
-                "Kinesis {op} without StreamName or StreamARN"
-            )))
-        }
+        (None, None) => return Err(unclassified(format!("Kinesis {op} without StreamName or StreamARN"))),
     };
     Ok(one("kinesis", op, arn))
 }

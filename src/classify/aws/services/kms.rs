@@ -40,11 +40,7 @@ const KEY_OPS: &[&str] = &[
     "CreateGrant",
 ];
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if KEY_OPS.contains(&op) {
         let key = key_arn(input.required(op, "KeyId")?, ctx)?;
         return Ok(one("kms", op, key));
@@ -52,14 +48,8 @@ pub(super) fn permissions(
     match op {
         // ReEncrypt is two permissions: decrypt under the source key, encrypt under the target.
         "ReEncrypt" => Ok(Some(vec![
-            permission(
-                "kms:ReEncryptFrom",
-                key_arn(input.required(op, "SourceKeyId")?, ctx)?,
-            ),
-            permission(
-                "kms:ReEncryptTo",
-                key_arn(input.required(op, "DestinationKeyId")?, ctx)?,
-            ),
+            permission("kms:ReEncryptFrom", key_arn(input.required(op, "SourceKeyId")?, ctx)?),
+            permission("kms:ReEncryptTo", key_arn(input.required(op, "DestinationKeyId")?, ctx)?),
         ])),
         _ => Ok(None),
     }
@@ -68,9 +58,7 @@ pub(super) fn permissions(
 /// A key id (`1234abcd-…`, `mrk-…`), `alias/NAME`, or a key / alias ARN → its ARN.
 fn key_arn(key_id: &str, ctx: &Ctx) -> Result<String, ClassifyError> {
     if key_id.starts_with("arn:") {
-        return ctx
-            .checked_arn(key_id, "kms", "key/", true)
-            .or_else(|_| ctx.checked_arn(key_id, "kms", "alias/", true));
+        return ctx.checked_arn(key_id, "kms", "key/", true).or_else(|_| ctx.checked_arn(key_id, "kms", "alias/", true));
     }
     if let Some(alias) = key_id.strip_prefix("alias/") {
         let alias = checked_name(alias, "KMS alias", "/_-", 250)?;

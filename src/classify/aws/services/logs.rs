@@ -31,23 +31,14 @@ const STREAM_OPS: &[&str] = &["PutLogEvents", "GetLogEvents", "DeleteLogStream"]
 /// Log group and stream name characters besides ASCII alphanumerics.
 const GROUP_CHARS: &str = "._-/#";
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if GROUP_OPS.contains(&op) {
         return Ok(one("logs", op, group_arn(op, input, ctx)?));
     }
     if STREAM_OPS.contains(&op) {
         let group = group_arn(op, input, ctx)?;
         // Lambda's streams look like `2024/01/31/[$LATEST]0123abcd`; `$` is escaped for IAM.
-        let stream = checked_name(
-            input.required(op, "logStreamName")?,
-            "log stream",
-            "._-/#[]$",
-            512,
-        )?;
+        let stream = checked_name(input.required(op, "logStreamName")?, "log stream", "._-/#[]$", 512)?;
         let stream = escape_policy_chars(stream);
         return Ok(one("logs", op, format!("{group}:log-stream:{stream}")));
     }
@@ -67,26 +58,17 @@ pub(super) fn permissions(
             if out.is_empty() {
                 return Ok(None);
             }
-            Ok(Some(
-                out.into_iter()
-                    .map(|arn| permission("logs:StartQuery", arn))
-                    .collect(),
-            ))
+            Ok(Some(out.into_iter().map(|arn| permission("logs:StartQuery", arn)).collect()))
         }
         _ => Ok(None),
     }
 }
 
 fn group_arn(op: &str, input: &Input, ctx: &Ctx) -> Result<String, ClassifyError> {
-    match (
-        input.string("logGroupName")?,
-        input.string("logGroupIdentifier")?,
-    ) {
+    match (input.string("logGroupName")?, input.string("logGroupIdentifier")?) {
         (Some(name), None) => group_from_name(name, ctx),
         (None, Some(id)) => group_from_identifier(id, ctx),
-        _ => Err(super::unclassified(format!(
-            "Logs {op} needs exactly one of logGroupName, logGroupIdentifier"
-        ))),
+        _ => Err(super::unclassified(format!("Logs {op} needs exactly one of logGroupName, logGroupIdentifier"))),
     }
 }
 

@@ -44,8 +44,7 @@ impl Input<'_> {
 
     /// A required string parameter.
     pub fn required(&self, op: &str, name: &str) -> Result<&str, ClassifyError> {
-        self.string(name)?
-            .ok_or_else(|| unclassified(format!("{op} without {name}")))
+        self.string(name)?.ok_or_else(|| unclassified(format!("{op} without {name}")))
     }
 
     /// A list of strings: a JSON array, or Query `NAME.1`, `NAME.2`, …
@@ -53,13 +52,7 @@ impl Input<'_> {
         match self {
             Input::Json(map) => match map.get(name) {
                 None | Some(Value::Null) => Ok(Vec::new()),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .ok_or_else(|| unclassified(format!("{name} holds a non-string")))
-                    })
-                    .collect(),
+                Some(Value::Array(items)) => items.iter().map(|v| v.as_str().ok_or_else(|| unclassified(format!("{name} holds a non-string")))).collect(),
                 Some(_) => Err(unclassified(format!("parameter {name} is not a list"))),
             },
             Input::Query { params, .. } => params.list(name),
@@ -84,16 +77,9 @@ impl Input<'_> {
 }
 
 /// Permissions for `op` of `service` (IAM prefix), or an unclassified error.
-pub(crate) fn permissions(
-    service: &str,
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Vec<Permission>, ClassifyError> {
+pub(crate) fn permissions(service: &str, op: &str, input: &Input, ctx: &Ctx) -> Result<Vec<Permission>, ClassifyError> {
     if !(1..=128).contains(&op.len()) || !op.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(unclassified(format!(
-            "{service} operation {op:?} is not a name"
-        )));
+        return Err(unclassified(format!("{service} operation {op:?} is not a name")));
     }
     let found = match service {
         "dynamodb" => dynamodb::permissions(op, input, ctx)?,
@@ -116,9 +102,7 @@ pub(crate) fn permissions(
             if has_no_resource_level_permissions(&action) {
                 Ok(vec![permission(action, "*")])
             } else {
-                Err(unclassified(format!(
-                    "{service} operation {op} is not supported"
-                )))
+                Err(unclassified(format!("{service} operation {op} is not supported")))
             }
         }
     }

@@ -33,11 +33,7 @@ const SECRET_OPS: &[&str] = &[
 /// Characters Secrets Manager allows in a secret name besides ASCII alphanumerics.
 const NAME_CHARS: &str = "/_+=.@-";
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if SECRET_OPS.contains(&op) {
         let id = input.required(op, "SecretId")?;
         return Ok(one("secretsmanager", op, secret_arn(id, ctx)?));

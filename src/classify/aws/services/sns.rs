@@ -24,26 +24,14 @@ const TOPIC_OPS: &[(&str, &str)] = &[
 ];
 
 /// Operations on a subscription, authorized on its topic.
-const SUBSCRIPTION_OPS: &[&str] = &[
-    "Unsubscribe",
-    "GetSubscriptionAttributes",
-    "SetSubscriptionAttributes",
-];
+const SUBSCRIPTION_OPS: &[&str] = &["Unsubscribe", "GetSubscriptionAttributes", "SetSubscriptionAttributes"];
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if let Some((_, action)) = TOPIC_OPS.iter().find(|(name, _)| *name == op) {
         let arn = match (input.string("TopicArn")?, input.string("TargetArn")?) {
             (Some(topic), None) => ctx.checked_arn(topic, "sns", "", true)?,
             (None, Some(target)) if op == "Publish" => ctx.checked_arn(target, "sns", "", true)?,
-            _ => {
-                return Err(unclassified(format!(
-                "SNS {op} needs exactly one of TopicArn, TargetArn (phone numbers are not scoped)"
-            )))
-            }
+            _ => return Err(unclassified(format!("SNS {op} needs exactly one of TopicArn, TargetArn (phone numbers are not scoped)"))),
         };
         if input.string("PhoneNumber")?.is_some() {
             return Err(unclassified(format!("SNS {op} with PhoneNumber")));

@@ -27,11 +27,7 @@ const QUEUE_OPS: &[(&str, &str)] = &[
     ("RemovePermission", "RemovePermission"),
 ];
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if let Some((_, action)) = QUEUE_OPS.iter().find(|(name, _)| *name == op) {
         return Ok(one("sqs", action, queue_arn(op, input, ctx)?));
     }
@@ -41,11 +37,7 @@ pub(super) fn permissions(
             let name = queue_name(input.required(op, "QueueName")?)?;
             let account = match input.string("QueueOwnerAWSAccountId")? {
                 Some(a) if op == "GetQueueUrl" && is_account_id(a) => a,
-                Some(a) => {
-                    return Err(unclassified(format!(
-                        "queue owner {a:?} is not an account id"
-                    )))
-                }
+                Some(a) => return Err(unclassified(format!("queue owner {a:?} is not an account id"))),
                 None => ctx.account,
             };
             let arn = format!("arn:{}:sqs:{}:{account}:{name}", ctx.partition, ctx.region);
@@ -57,26 +49,20 @@ pub(super) fn permissions(
 
 /// The queue ARN from `QueueUrl` or, for Query requests posted to the queue URL, the path.
 fn queue_arn(op: &str, input: &Input, ctx: &Ctx) -> Result<String, ClassifyError> {
-    let from_param = input
-        .string("QueueUrl")?
-        .map(|u| from_url(u, ctx))
-        .transpose()?;
+    let from_param = input.string("QueueUrl")?.map(|u| from_url(u, ctx)).transpose()?;
     let from_path = match input.path() {
         "/" | "" => None,
         path => Some(from_path(path, ctx)?),
     };
     match (from_param, from_path) {
-        (Some(a), Some(b)) if a != b => Err(unclassified(format!(
-            "SQS {op}: QueueUrl names {a} but the request path names {b}"
-        ))),
+        (Some(a), Some(b)) if a != b => Err(unclassified(format!("SQS {op}: QueueUrl names {a} but the request path names {b}"))),
         (Some(a), _) | (None, Some(a)) => Ok(a),
         (None, None) => Err(unclassified(format!("SQS {op} without QueueUrl"))),
     }
 }
 
 fn from_url(queue_url: &str, ctx: &Ctx) -> Result<String, ClassifyError> {
-    let url = url::Url::parse(queue_url)
-        .map_err(|_| unclassified(format!("QueueUrl {queue_url:?} is not a URL")))?;
+    let url = url::Url::parse(queue_url).map_err(|_| unclassified(format!("QueueUrl {queue_url:?} is not a URL")))?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(unclassified(format!("QueueUrl {queue_url:?} has a query")));
     }
@@ -84,10 +70,7 @@ fn from_url(queue_url: &str, ctx: &Ctx) -> Result<String, ClassifyError> {
     let host = url.host_str().unwrap_or("");
     if let Some(ep) = resolve_endpoint(host, &[]) {
         if ep.service != "sqs" || ep.region != ctx.region {
-            return Err(unclassified(format!(
-                "QueueUrl {queue_url:?} is not a queue in {}",
-                ctx.region
-            )));
+            return Err(unclassified(format!("QueueUrl {queue_url:?} is not a queue in {}", ctx.region)));
         }
     }
     from_path(url.path(), ctx)
@@ -102,10 +85,7 @@ fn from_path(path: &str, ctx: &Ctx) -> Result<String, ClassifyError> {
         return Err(bad());
     }
     let name = queue_name(name)?;
-    Ok(format!(
-        "arn:{}:sqs:{}:{account}:{name}",
-        ctx.partition, ctx.region
-    ))
+    Ok(format!("arn:{}:sqs:{}:{account}:{name}", ctx.partition, ctx.region))
 }
 
 /// 1–80 alphanumerics, `-` and `_`, optionally ending in `.fifo`.

@@ -7,29 +7,14 @@ use super::super::arn::checked_name;
 use super::{one, permission, ClassifyError, Ctx, Input, Permission};
 
 /// Operations on the one parameter in `Name`.
-const NAME_OPS: &[&str] = &[
-    "GetParameter",
-    "PutParameter",
-    "DeleteParameter",
-    "GetParameterHistory",
-    "LabelParameterVersion",
-    "UnlabelParameterVersion",
-];
+const NAME_OPS: &[&str] = &["GetParameter", "PutParameter", "DeleteParameter", "GetParameterHistory", "LabelParameterVersion", "UnlabelParameterVersion"];
 
 /// Operations on every parameter in `Names`.
 const NAMES_OPS: &[&str] = &["GetParameters", "DeleteParameters"];
 
-pub(super) fn permissions(
-    op: &str,
-    input: &Input,
-    ctx: &Ctx,
-) -> Result<Option<Vec<Permission>>, ClassifyError> {
+pub(super) fn permissions(op: &str, input: &Input, ctx: &Ctx) -> Result<Option<Vec<Permission>>, ClassifyError> {
     if NAME_OPS.contains(&op) {
-        return Ok(one(
-            "ssm",
-            op,
-            parameter_arn(input.required(op, "Name")?, ctx)?,
-        ));
+        return Ok(one("ssm", op, parameter_arn(input.required(op, "Name")?, ctx)?));
     }
     if NAMES_OPS.contains(&op) {
         let names = input.strings("Names")?;
@@ -43,11 +28,7 @@ pub(super) fn permissions(
         // Authorized on the path itself (`parameter/app/prod`), and it returns what lies below.
         "GetParametersByPath" => {
             let path = input.required(op, "Path")?;
-            Ok(one(
-                "ssm",
-                op,
-                parameter_arn(path.trim_end_matches('/'), ctx)?,
-            ))
+            Ok(one("ssm", op, parameter_arn(path.trim_end_matches('/'), ctx)?))
         }
         _ => Ok(None),
     }
