@@ -30,6 +30,13 @@ pub const CA_DIR: &str = "/var/run/credential-broker";
 /// The broker writes its CA certificate (PEM) here; agents trust it through the CA env vars.
 pub const CA_CERT_PATH: &str = "/var/run/credential-broker/ca.crt";
 
+/// Memory-backed emptyDir the broker writes its audit log to, mounted only into the broker: its
+/// root filesystem is read-only, so the log needs a writable place, and agents must not be able
+/// to edit the record of what they were given.
+pub const AUDIT_VOLUME_NAME: &str = "credential-broker-audit";
+/// Where [`AUDIT_VOLUME_NAME`] is mounted; the broker config's `audit.path` must lie inside it.
+pub const AUDIT_DIR: &str = "/var/log/credential-broker";
+
 /// Projected service-account token volume, mounted only into the broker.
 pub const TOKEN_VOLUME_NAME: &str = "credential-broker-token";
 /// Where the broker finds its projected token directory.

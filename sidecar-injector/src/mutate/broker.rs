@@ -44,6 +44,7 @@ pub fn broker_container(config: &InjectorConfig, options: &PodOptions, native: b
             mount(CA_VOLUME_NAME, CA_DIR, false),
             mount(CONFIG_VOLUME_NAME, BROKER_CONFIG_DIR, true),
             mount(TOKEN_VOLUME_NAME, TOKEN_DIR, true),
+            mount(AUDIT_VOLUME_NAME, AUDIT_DIR, false),
         ]),
         ..Container::default()
     }
@@ -79,7 +80,7 @@ pub fn iptables_init_container(config: &InjectorConfig) -> Container {
     }
 }
 
-/// The pod volumes the broker needs: CA (shared), config, projected token.
+/// The pod volumes the broker needs: CA (shared), config, projected token, audit log.
 pub fn broker_volumes(options: &PodOptions) -> Vec<Volume> {
     vec![
         Volume {
@@ -106,6 +107,13 @@ pub fn broker_volumes(options: &PodOptions) -> Vec<Volume> {
                 }]),
                 ..ProjectedVolumeSource::default()
             }),
+            ..Volume::default()
+        },
+        Volume {
+            name: AUDIT_VOLUME_NAME.to_owned(),
+            // Disk-backed (not Memory) so a long-running pod's log does not count against its
+            // memory limit; it still goes with the pod, so ship it off the node for retention.
+            empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         },
     ]

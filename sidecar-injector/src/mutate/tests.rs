@@ -62,7 +62,7 @@ fn injects_native_sidecar_env_mounts_and_token() {
     assert_eq!(spec.automount_service_account_token, Some(false));
     assert_eq!(typed.metadata.annotations.as_ref().unwrap().get(ANNOTATION_STATUS).map(String::as_str), Some(STATUS_INJECTED));
     let volumes: Vec<_> = spec.volumes.as_ref().unwrap().iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(volumes, [CA_VOLUME_NAME, CONFIG_VOLUME_NAME, TOKEN_VOLUME_NAME]);
+    assert_eq!(volumes, [CA_VOLUME_NAME, CONFIG_VOLUME_NAME, TOKEN_VOLUME_NAME, AUDIT_VOLUME_NAME]);
 }
 
 #[test]
