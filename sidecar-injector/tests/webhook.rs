@@ -330,3 +330,14 @@ async fn bad_bodies_get_clear_errors_and_the_server_keeps_serving() {
     let patch = patch_of(&admit(&server, MUTATE_PATH, &testdata("single-container")).await);
     assert_injected(&apply(&testdata("single-container"), &patch).1, false);
 }
+
+#[tokio::test]
+async fn a_container_posing_as_the_broker_cannot_carry_secrets() {
+    let server = TestServer::start().await;
+    let mut pod = testdata("secret-key-ref");
+    pod["spec"]["containers"][0]["name"] = json!(BROKER_CONTAINER_NAME);
+    let response = admit(&server, MUTATE_PATH, &pod).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(r#"container "credential-broker": env "DB_PASSWORD" comes from secret "orders-db""#), "{message}");
+}

@@ -10,7 +10,7 @@ pub fn is_injected_container(name: &str) -> bool {
     name == BROKER_CONTAINER_NAME || name == IPTABLES_INIT_CONTAINER_NAME
 }
 
-/// Every ambient credential in the pod's agent containers (init containers first).
+/// Every ambient credential in the pod's containers (init containers first).
 pub fn scan_pod(pod: &Pod) -> Vec<Violation> {
     let Some(spec) = &pod.spec else {
         return Vec::new();
@@ -19,10 +19,10 @@ pub fn scan_pod(pod: &Pod) -> Vec<Violation> {
     let lists = [(ContainerList::InitContainers, spec.init_containers.as_deref().unwrap_or_default()), (ContainerList::Containers, spec.containers.as_slice())];
     let mut violations = Vec::new();
     for (list, containers) in lists {
+        // Every container is checked, the injector's own included: what it injects holds no
+        // secret, and exempting them by name would let any container called
+        // "credential-broker" carry credentials past the check.
         for (container_index, container) in containers.iter().enumerate() {
-            if is_injected_container(&container.name) {
-                continue;
-            }
             violations.extend(scan_container(container, volumes).into_iter().map(|finding| Violation {
                 list,
                 container_index,
