@@ -28,7 +28,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Result<()> {
-    let broker = Broker::build(config)?;
+    let broker = Broker::build(config).await?;
     let config = broker.config.clone();
     let drain = Drain::new();
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));

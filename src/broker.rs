@@ -35,7 +35,7 @@ pub struct Broker {
 
 impl Broker {
     /// Build every component; any failure here stops start-up before a port is bound.
-    pub fn build(config: Config) -> anyhow::Result<Arc<Broker>> {
+    pub async fn build(config: Config) -> anyhow::Result<Arc<Broker>> {
         let config = Arc::new(config);
         let identity = Identity { agent_id: config.identity.agent_id.clone(), tenant: config.identity.tenant.clone(), labels: config.identity.labels.clone() };
         let mut permitted: Vec<String> = config.routes.iter().flat_map(|r| r.hosts.iter().map(|h| h.dns_subtree().to_string())).collect();
@@ -49,7 +49,7 @@ impl Broker {
         let connect_to = ConnectTo::new(overrides, Duration::from_secs(10));
         let upgrade_client = build_http1_client(tls.clone(), connect_to.clone());
         let client = build_client(tls, connect_to);
-        let providers = build_providers(&config, &client)?;
+        let providers = build_providers(&config, &client).await?;
         let audit = AuditLog::open(&config.audit.path).context("opening the audit log")?;
         Ok(Arc::new(Broker {
             cache: LeaseCache::new(config.credentials.refresh_before_expiry, config.credentials.cache_max_entries),
@@ -80,7 +80,7 @@ impl Broker {
     }
 }
 
-fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result<HashMap<String, SharedProvider>> {
+async fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result<HashMap<String, SharedProvider>> {
     let mut out: HashMap<String, SharedProvider> = HashMap::new();
     for (name, p) in &config.providers {
         let provider: SharedProvider = match p {
@@ -98,6 +98,11 @@ fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result<HashM
                 };
                 Arc::new(OAuth2Provider::new(name, settings, client.clone()).with_context(|| format!("providers.{name}"))?)
             }
+            ProviderConfig::Sts(settings) => Arc::new(
+                crate::providers::sts::StsProvider::new(name, settings, config.tls.upstream_ca_file.as_deref())
+                    .await
+                    .with_context(|| format!("providers.{name}"))?,
+            ),
         };
         out.insert(name.clone(), provider);
     }

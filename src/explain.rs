@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::classify;
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, Inject, ProviderConfig, Route, SigV4Inject};
 use crate::inject::header::check_placeholder;
 use crate::policy::{effective_ttl, PolicyEngine, RequestFacts};
 use crate::providers::{oauth2, Identity};
@@ -15,6 +15,8 @@ pub struct ExplainRequest {
     pub headers: Vec<(String, String)>,
     pub agent_id: Option<String>,
     pub tenant: Option<String>,
+    /// The request body (JSON and Query protocol AWS requests name their resource in it).
+    pub body: Option<Vec<u8>>,
 }
 
 pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
@@ -37,6 +39,10 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
         };
         return Ok(json!({"route": null, "host": host, "decision": {"allow": false, "reason": reason}}));
     };
+    let inject = match &route.inject {
+        Inject::Header(h) => h,
+        Inject::SigV4(sigv4) => return explain_aws(config, req, &url, route, sigv4, &identity),
+    };
     let scope = match classify::http::classify(&method, url.scheme(), &host, url.path()) {
         Ok(s) => s,
         Err(e) => return Ok(json!({"route": route.name, "scope": null, "decision": {"allow": false, "reason": e.reason}})),
@@ -49,7 +55,7 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
         headers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(v)?);
     }
     if decision.allow {
-        if let Err(e) = check_placeholder(&headers, &route.inject) {
+        if let Err(e) = check_placeholder(&headers, inject) {
             decision = crate::policy::Decision::deny(e.to_string());
         }
     }
@@ -57,7 +63,7 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
     let credential_scope = match provider {
         Some(ProviderConfig::OAuth2 { scopes, scopes_by_method, .. }) => oauth2::credential_scope(scopes, scopes_by_method, &method),
         Some(ProviderConfig::Env { variable, .. }) => format!("env:{variable}"),
-        None => String::new(),
+        Some(ProviderConfig::Sts(_)) | None => String::new(),
     };
     Ok(json!({
         "route": route.name,
@@ -69,7 +75,72 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
             "kind": provider.map(ProviderConfig::kind),
             "credential_scope": credential_scope,
             "ttl_seconds": effective_ttl(&decision, config.credentials.default_ttl).as_secs(),
-            "inject_header": route.inject.name.as_str(),
+            "inject_header": inject.name.as_str(),
+        })),
+    }))
+}
+
+/// AWS routes: the endpoint, the IAM scope and the exact session policy STS would be asked for.
+fn explain_aws(config: &Config, req: &ExplainRequest, url: &url::Url, route: &Route, cfg: &SigV4Inject, identity: &Identity) -> anyhow::Result<Value> {
+    use crate::classify::aws::{classify, is_credential_vending, resolve_endpoint, AwsRequest};
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    let Some(endpoint) = resolve_endpoint(&authority, &cfg.custom_endpoints) else {
+        return Ok(
+            json!({"route": route.name, "scope": null, "decision": {"allow": false, "reason": format!("unclassified AWS request: {authority} is not a known AWS endpoint")}}),
+        );
+    };
+    let method = http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())?;
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &req.headers {
+        headers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(v)?);
+    }
+    let aws_request = AwsRequest { method: &method, path: url.path(), query: url.query(), headers: &headers, body: req.body.as_deref() };
+    let scope = match classify(&aws_request, &endpoint, &cfg.account_id) {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(json!({"route": route.name, "scope": null, "decision": {"allow": false, "reason": format!("unclassified AWS request: {}", e.reason)}}))
+        }
+    };
+    let mut decision = if let Some(p) = scope.permissions.iter().find(|p| is_credential_vending(&p.action)) {
+        crate::policy::Decision::deny(format!("{} vends credentials; agents may not obtain AWS credentials through the broker", p.action))
+    } else {
+        let policy = PolicyEngine::load(&config.policy.file, &config.policy.query)?;
+        let facts = RequestFacts {
+            id: "explain".into(),
+            protocol: url.scheme().into(),
+            method: method.to_string(),
+            host: url.host_str().unwrap_or_default().into(),
+            path: url.path().into(),
+        };
+        policy.decide(identity, &facts, &scope)
+    };
+    if decision.allow {
+        if let Err(e) = crate::inject::sigv4::check_placeholder(&headers, url.query(), &cfg.placeholder_access_key_id) {
+            decision = crate::policy::Decision::deny(e.to_string());
+        }
+    }
+    let ttl = effective_ttl(&decision, config.credentials.default_ttl);
+    let role = match config.providers.get(&route.provider) {
+        Some(ProviderConfig::Sts(s)) => s.tenant_roles.get(&identity.tenant).unwrap_or(&s.role_arn).clone(),
+        _ => String::new(),
+    };
+    let not_after = (ttl < std::time::Duration::from_secs(900)).then(|| std::time::SystemTime::now() + ttl);
+    Ok(json!({
+        "route": route.name,
+        "agent": identity,
+        "endpoint": {"service": endpoint.service, "region": endpoint.region},
+        "scope": scope,
+        "decision": decision,
+        "credential": decision.allow.then(|| json!({
+            "provider": route.provider,
+            "kind": "sts",
+            "role_arn": role,
+            "duration_seconds": ttl.as_secs().max(900),
+            "ttl_seconds": ttl.as_secs(),
+            "session_policy": serde_json::from_str::<Value>(&crate::providers::sts::session_policy(&scope, not_after)).unwrap_or(Value::Null),
         })),
     }))
 }

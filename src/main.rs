@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Explain { config, method, url, headers, body: _, agent, tenant } => {
+        Command::Explain { config, method, url, headers, body, agent, tenant } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -62,7 +62,14 @@ fn main() -> ExitCode {
                 };
                 parsed.push((k.trim().to_string(), v.trim().to_string()));
             }
-            match explain(&config, &ExplainRequest { method, url, headers: parsed, agent_id: agent, tenant }) {
+            let body = match body.map(|f| std::fs::read(&f).map_err(|e| format!("--body {}: {e}", f.display()))).transpose() {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match explain(&config, &ExplainRequest { method, url, headers: parsed, agent_id: agent, tenant, body }) {
                 Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS

@@ -65,10 +65,28 @@ pub struct Route {
     /// Dial this address instead of resolving the request's host (VPC endpoints, emulators, tests).
     /// TLS still verifies the request's host name.
     pub connect_to: Option<SocketAddr>,
+    /// `connect_to: http://…`: the upstream speaks cleartext HTTP (an emulator on loopback). Only
+    /// with `allow_plaintext_upstream`.
+    pub connect_plaintext: bool,
     pub endpoint: Option<Endpoint>,
     pub provider: String,
-    pub inject: HeaderInject,
+    pub inject: Inject,
     pub allow_plaintext_upstream: bool,
+}
+
+/// How the minted credential reaches the upstream.
+#[derive(Debug, Clone)]
+pub enum Inject {
+    Header(HeaderInject),
+    SigV4(SigV4Inject),
+}
+
+#[derive(Debug, Clone)]
+pub struct SigV4Inject {
+    pub account_id: String,
+    pub placeholder_access_key_id: String,
+    pub custom_endpoints: Vec<crate::classify::aws::CustomEndpoint>,
+    pub max_buffered_body_bytes: usize,
 }
 
 /// A local port that forwards to a fixed upstream base URL (no proxy settings or CA needed).
@@ -103,6 +121,19 @@ pub enum ProviderConfig {
         audience: Option<String>,
         revocation_url: Option<url::Url>,
     },
+    Sts(StsSettings),
+}
+
+/// AssumeRole with an inline session policy per request scope.
+#[derive(Debug, Clone)]
+pub struct StsSettings {
+    pub role_arn: String,
+    /// Tenant → role: a tenant's requests assume its own role.
+    pub tenant_roles: BTreeMap<String, String>,
+    pub region: String,
+    /// STS endpoint override (moto, VPC endpoint); default is the regional STS endpoint.
+    pub endpoint_url: Option<url::Url>,
+    pub external_id: Option<String>,
 }
 
 impl ProviderConfig {
@@ -110,6 +141,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Env { .. } => "env",
             ProviderConfig::OAuth2 { .. } => "oauth2",
+            ProviderConfig::Sts(_) => "sts",
         }
     }
 }

@@ -83,6 +83,30 @@ pub struct RawEndpoint {
 #[serde(deny_unknown_fields)]
 pub struct RawInject {
     pub header: Option<RawHeaderInject>,
+    pub sigv4: Option<RawSigV4Inject>,
+}
+
+/// AWS routes: the request is classified into an IAM action + resource and re-signed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigV4Inject {
+    /// The account that owns resources named without an ARN (DynamoDB tables, SQS queues…).
+    pub account_id: String,
+    /// The access key id the agent's SDK is configured with; any other key id is refused.
+    pub placeholder_access_key_id: String,
+    /// Hosts that are not `*.amazonaws.com` (emulators, VPC endpoints) and what they serve.
+    #[serde(default)]
+    pub custom_endpoints: Vec<RawCustomEndpoint>,
+    /// Bodies that must be hashed to be signed are buffered up to this size (default 10 MiB).
+    pub max_buffered_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomEndpoint {
+    pub host: String,
+    pub service: String,
+    pub region: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +134,14 @@ pub enum RawProvider {
         scopes_by_method: BTreeMap<String, Vec<String>>,
         audience: Option<String>,
         revocation_url: Option<String>,
+    },
+    Sts {
+        role_arn: String,
+        #[serde(default)]
+        tenant_roles: BTreeMap<String, String>,
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        external_id: Option<String>,
     },
 }
 

@@ -269,6 +269,19 @@ fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode
                     _ => continue,
                 }
             }
+            RawProvider::Sts { role_arn, tenant_roles, region, endpoint_url, external_id } => {
+                role(p, &format!("{path}.role_arn"), &role_arn);
+                for (tenant, arn) in &tenant_roles {
+                    role(p, &format!("{path}.tenant_roles.{tenant}"), arn);
+                }
+                let region = region.unwrap_or_default();
+                if region.is_empty() {
+                    p.add(format!("{path}.region"), "is required (the STS region, e.g. us-east-1)");
+                }
+                // Cleartext is allowed only to loopback: an emulator such as moto in tests.
+                let endpoint_url = endpoint_url.and_then(|u| https_url(p, &format!("{path}.endpoint_url"), &u, true));
+                ProviderConfig::Sts(super::StsSettings { role_arn, tenant_roles, region, endpoint_url, external_id })
+            }
         };
         out.insert(name, validated);
     }
@@ -287,7 +300,18 @@ fn validate_routes(p: &mut Problems, raw: Vec<RawRoute>, providers: &BTreeMap<St
             p.add(format!("{path}.hosts"), "a route needs hosts, an endpoint, or both");
         }
         let hosts = host_patterns(p, &format!("{path}.hosts"), &r.hosts);
-        let connect_to = r.connect_to.as_deref().and_then(|v| socket_addr(p, &format!("{path}.connect_to"), v));
+        let connect_plaintext = r.connect_to.as_deref().is_some_and(|v| v.starts_with("http://"));
+        if connect_plaintext && !r.allow_plaintext_upstream {
+            p.add(format!("{path}.connect_to"), "a cleartext http:// upstream needs `allow_plaintext_upstream: true`");
+        }
+        let connect_to = r.connect_to.as_deref().and_then(|v| {
+            let addr = v.strip_prefix("http://").unwrap_or(v).trim_end_matches('/');
+            let addr = socket_addr(p, &format!("{path}.connect_to"), addr)?;
+            if connect_plaintext && !addr.ip().is_loopback() {
+                p.add(format!("{path}.connect_to"), "a cleartext upstream must be on loopback");
+            }
+            Some(addr)
+        });
         let endpoint = r.endpoint.and_then(|e| {
             let listen = socket_addr(p, &format!("{path}.endpoint.listen"), &e.listen);
             let upstream = https_url(p, &format!("{path}.endpoint.upstream"), &e.upstream, r.allow_plaintext_upstream);
@@ -296,10 +320,34 @@ fn validate_routes(p: &mut Problems, raw: Vec<RawRoute>, providers: &BTreeMap<St
         if !providers.contains_key(&r.provider) {
             p.add(format!("{path}.provider"), format!("unknown provider {:?}", r.provider));
         }
-        let Some(header) = r.inject.header else {
-            p.add(format!("{path}.inject"), "needs a `header` injection");
-            continue;
+        let sigv4_provider = matches!(providers.get(&r.provider), Some(ProviderConfig::Sts(_)));
+        let header = match (r.inject.header, r.inject.sigv4) {
+            (Some(h), None) => h,
+            (None, Some(s)) => {
+                if !sigv4_provider && providers.contains_key(&r.provider) {
+                    p.add(format!("{path}.provider"), "a sigv4 route needs an `sts` provider");
+                }
+                let inject = validate_sigv4(p, &format!("{path}.inject.sigv4"), s);
+                out.push(Route {
+                    name: r.name,
+                    hosts,
+                    connect_to,
+                    connect_plaintext,
+                    endpoint,
+                    provider: r.provider,
+                    inject: Inject::SigV4(inject),
+                    allow_plaintext_upstream: r.allow_plaintext_upstream,
+                });
+                continue;
+            }
+            _ => {
+                p.add(format!("{path}.inject"), "needs exactly one of `header` or `sigv4`");
+                continue;
+            }
         };
+        if sigv4_provider {
+            p.add(format!("{path}.inject"), "an `sts` provider's credentials can only be used by a `sigv4` injection");
+        }
         let name = match http::HeaderName::from_bytes(header.name.as_bytes()) {
             Ok(n) => n,
             Err(_) => {
@@ -320,9 +368,39 @@ fn validate_routes(p: &mut Problems, raw: Vec<RawRoute>, providers: &BTreeMap<St
             connect_to,
             endpoint,
             provider: r.provider,
-            inject: HeaderInject { name, format, placeholder: header.placeholder },
+            connect_plaintext,
+            inject: Inject::Header(HeaderInject { name, format, placeholder: header.placeholder }),
             allow_plaintext_upstream: r.allow_plaintext_upstream,
         });
     }
     out
+}
+
+fn role(p: &mut Problems, path: &str, arn: &str) {
+    let ok = arn.starts_with("arn:aws") && arn.split(':').nth(5).is_some_and(|r| r.starts_with("role/"));
+    if !ok {
+        p.add(path, format!("{arn:?} is not an IAM role ARN like arn:aws:iam::123456789012:role/NAME"));
+    }
+}
+
+fn validate_sigv4(p: &mut Problems, path: &str, raw: super::raw::RawSigV4Inject) -> SigV4Inject {
+    if raw.account_id.len() != 12 || !raw.account_id.bytes().all(|b| b.is_ascii_digit()) {
+        p.add(format!("{path}.account_id"), format!("{:?} is not a 12-digit AWS account id", raw.account_id));
+    }
+    // Real access key ids are 16-128 characters starting AKIA/ASIA; a placeholder must not look real.
+    let looks_real = raw.placeholder_access_key_id.starts_with("AKIA") || raw.placeholder_access_key_id.starts_with("ASIA");
+    if raw.placeholder_access_key_id.len() < 8 || looks_real {
+        p.add(format!("{path}.placeholder_access_key_id"), "must be at least 8 characters and not look like a real key id (AKIA…/ASIA…)");
+    }
+    let custom_endpoints = raw
+        .custom_endpoints
+        .into_iter()
+        .map(|e| crate::classify::aws::CustomEndpoint { host: e.host.to_ascii_lowercase(), service: e.service, region: e.region })
+        .collect();
+    SigV4Inject {
+        account_id: raw.account_id,
+        placeholder_access_key_id: raw.placeholder_access_key_id,
+        custom_endpoints,
+        max_buffered_body_bytes: raw.max_buffered_body_bytes.unwrap_or(10 * 1024 * 1024),
+    }
 }

@@ -33,6 +33,8 @@ pub enum BrokerError {
     NotAProxyRequest,
     #[error("no such path {0}")]
     NotFound(String),
+    #[error("the request body is larger than {0} bytes, the most the broker buffers to sign it")]
+    PayloadTooLarge(usize),
 }
 
 impl BrokerError {
@@ -45,6 +47,7 @@ impl BrokerError {
             Upstream { .. } => StatusCode::BAD_GATEWAY,
             BadRequest(_) | BadConnectTarget(_) | NotAProxyRequest => StatusCode::BAD_REQUEST,
             NotFound(_) => StatusCode::NOT_FOUND,
+            PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -65,6 +68,7 @@ impl BrokerError {
             BadConnectTarget(_) => "bad_connect_target",
             NotAProxyRequest => "not_a_proxy_request",
             NotFound(_) => "not_found",
+            PayloadTooLarge(_) => "payload_too_large",
         }
     }
 

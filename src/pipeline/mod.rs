@@ -2,6 +2,7 @@
 //! upstream. A request any stage cannot handle is refused; nothing is forwarded without its
 //! credential.
 
+mod aws;
 mod credential;
 pub mod error;
 pub mod headers;
@@ -18,9 +19,9 @@ pub use error::BrokerError;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
 use crate::classify::{self, Scope};
-use crate::config::Route;
+use crate::config::{HeaderInject, Inject, Route};
 use crate::inject::header::check_placeholder;
-use crate::policy::{effective_ttl, RequestFacts};
+use crate::policy::{effective_ttl, Decision, RequestFacts};
 use crate::upstream::Body;
 
 /// Response header carrying the broker's request id (also in every log line and audit record).
@@ -78,47 +79,71 @@ async fn process(broker: &Arc<Broker>, target: &Target, request_id: &str, req: R
         // Request smuggling guard: the two framings disagree about where the body ends.
         return Err(BrokerError::BadRequest("both Content-Length and Transfer-Encoding are set".into()));
     }
-    let route = &target.route;
     let path = format!("{}{}", target.base_path, req.uri().path());
-    let facts = RequestFacts {
-        id: request_id.to_string(),
-        protocol: target.scheme.to_string(),
-        method: req.method().to_string(),
-        host: target.host.clone(),
-        path: path.clone(),
-    };
-    let denial = |scope: Option<Scope>, reason: String| {
-        let mut r = AuditRecord::new(AuditEvent::Deny, request_id, &broker.identity.agent_id, &broker.identity.tenant);
-        r.route = Some(route.name.clone());
-        r.scope = scope;
-        r.decision = Some("deny".into());
-        r.reason = Some(reason);
-        r
-    };
+    match &target.route.inject {
+        Inject::Header(inject) => process_header_route(broker, target, request_id, req, path, inject).await,
+        Inject::SigV4(sigv4) => aws::process(broker, target, request_id, req, path, sigv4).await,
+    }
+}
 
+async fn process_header_route(
+    broker: &Arc<Broker>,
+    target: &Target,
+    request_id: &str,
+    req: Request<Incoming>,
+    path: String,
+    inject: &HeaderInject,
+) -> Result<Response<Body>, BrokerError> {
+    let route = &target.route;
+    let facts = request_facts(target, request_id, req.method(), &path);
     let scope = match classify::http::classify(req.method().as_str(), target.scheme, &target.host, &path) {
         Ok(s) => s,
         Err(e) => {
-            audit(broker, denial(None, e.reason.clone())).await?;
+            audit(broker, denial(broker, route, request_id, None, e.reason.clone())).await?;
             return Err(BrokerError::Unclassified(e.reason));
         }
     };
-
-    let decision = broker.policy.decide(&broker.identity, &facts, &scope);
-    if !decision.allow {
-        audit(broker, denial(Some(scope), decision.reason.clone())).await?;
-        return Err(BrokerError::Denied(decision.reason));
-    }
+    let decision = authorize(broker, route, &facts, &scope).await?;
 
     // Checked before minting: a request that will be refused must not cause an issuance.
-    if let Err(e) = check_placeholder(req.headers(), &route.inject) {
-        audit(broker, denial(Some(scope), e.to_string())).await?;
+    if let Err(e) = check_placeholder(req.headers(), inject) {
+        audit(broker, denial(broker, route, request_id, Some(scope), e.to_string())).await?;
         return Err(BrokerError::NotPlaceholder(e.to_string()));
     }
 
     let ttl = effective_ttl(&decision, broker.config.credentials.default_ttl);
     let lease = credential::obtain(broker, route, &scope, req.method().as_str(), ttl, request_id, &decision.reason).await?;
-    upstream::forward(broker, target, req, &path, &lease).await
+    upstream::forward(broker, target, req, &path, &lease, inject).await
+}
+
+fn request_facts(target: &Target, request_id: &str, method: &http::Method, path: &str) -> RequestFacts {
+    RequestFacts {
+        id: request_id.to_string(),
+        protocol: target.scheme.to_string(),
+        method: method.to_string(),
+        host: target.host.clone(),
+        path: path.to_string(),
+    }
+}
+
+/// The audit record of a refusal.
+fn denial(broker: &Broker, route: &Route, request_id: &str, scope: Option<Scope>, reason: String) -> AuditRecord {
+    let mut r = AuditRecord::new(AuditEvent::Deny, request_id, &broker.identity.agent_id, &broker.identity.tenant);
+    r.route = Some(route.name.clone());
+    r.scope = scope;
+    r.decision = Some("deny".into());
+    r.reason = Some(reason);
+    r
+}
+
+/// Ask the policy; a deny is audited and becomes a 403 with the policy's reason.
+async fn authorize(broker: &Broker, route: &Route, facts: &RequestFacts, scope: &Scope) -> Result<Decision, BrokerError> {
+    let decision = broker.policy.decide(&broker.identity, facts, scope);
+    if !decision.allow {
+        audit(broker, denial(broker, route, &facts.id, Some(scope.clone()), decision.reason.clone())).await?;
+        return Err(BrokerError::Denied(decision.reason));
+    }
+    Ok(decision)
 }
 
 /// Write an audit record; if it cannot be written the request fails closed.

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{new_lease_id, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
+use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
 
 pub struct EnvProvider {
@@ -41,7 +41,7 @@ impl CredentialProvider for EnvProvider {
             Ok(Lease {
                 id: new_lease_id(),
                 provider: self.name.clone(),
-                secret: Secret::new(value),
+                credential: Credential::Token(Secret::new(value)),
                 expires_at: SystemTime::now() + self.ttl.min(req.ttl),
                 credential_scope: req.credential_scope.clone(),
                 identity: req.identity.clone(),

@@ -7,6 +7,7 @@ pub mod env;
 pub mod oauth2;
 pub mod retry;
 pub mod secret;
+pub mod sts;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -46,11 +47,31 @@ pub struct MintRequest {
 pub struct Lease {
     pub id: String,
     pub provider: String,
-    pub secret: Secret,
+    pub credential: Credential,
     pub expires_at: SystemTime,
     /// The credential scope it was minted for.
     pub credential_scope: String,
     pub identity: Identity,
+}
+
+/// What a lease carries. Every secret part is a [`Secret`], so no formatting path shows it.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A bearer token, API key or password, injected into a header.
+    Token(Secret),
+    /// AWS session credentials, used to SigV4-sign. The key id is not secret by itself but is
+    /// kept out of logs and audit all the same: it names a live session.
+    AwsSession { access_key_id: Secret, secret_access_key: Secret, session_token: Secret },
+}
+
+impl Credential {
+    /// The secret values, for tests and scanners that must prove none leaked.
+    pub fn secret_parts(&self) -> Vec<&Secret> {
+        match self {
+            Credential::Token(s) => vec![s],
+            Credential::AwsSession { access_key_id, secret_access_key, session_token } => vec![access_key_id, secret_access_key, session_token],
+        }
+    }
 }
 
 /// Why a provider could not mint. Messages never contain secret material.

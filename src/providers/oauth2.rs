@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{new_lease_id, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
+use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
 use crate::upstream::{full, HttpClient};
 
@@ -129,7 +129,7 @@ impl CredentialProvider for OAuth2Provider {
             Ok(Lease {
                 id: new_lease_id(),
                 provider: self.name.clone(),
-                secret: Secret::new(token.access_token.as_str()),
+                credential: Credential::Token(Secret::new(token.access_token.as_str())),
                 expires_at: SystemTime::now() + lifetime,
                 credential_scope: req.credential_scope.clone(),
                 identity: req.identity.clone(),
@@ -143,9 +143,10 @@ impl CredentialProvider for OAuth2Provider {
     fn revoke<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
             let Some(url) = &self.settings.revocation_url else { return Ok(()) };
+            let Credential::Token(token) = &lease.credential else { return Ok(()) };
             let form = Zeroizing::new(
                 url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("token", lease.secret.expose())
+                    .append_pair("token", token.expose())
                     .append_pair("token_type_hint", "access_token")
                     .finish(),
             );

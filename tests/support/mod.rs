@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod clients;
+pub mod moto;
 pub mod pki;
 pub mod token_endpoint;
 pub mod upstream;

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
-use crate::providers::{Identity, ProviderError, Secret};
+use crate::providers::{Credential, Identity, ProviderError, Secret};
 
 fn key(tenant: &str) -> CacheKey {
     CacheKey { agent_id: "a".into(), tenant: tenant.into(), provider: "p".into(), credential_scope: "s".into() }
@@ -11,7 +11,7 @@ fn lease(ttl: Duration) -> Lease {
     Lease {
         id: crate::providers::new_lease_id(),
         provider: "p".into(),
-        secret: Secret::new("s3cr3t"),
+        credential: Credential::Token(Secret::new("s3cr3t")),
         expires_at: SystemTime::now() + ttl,
         credential_scope: "s".into(),
         identity: Identity { agent_id: "a".into(), tenant: "t".into(), labels: Default::default() },

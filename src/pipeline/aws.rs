@@ -1,0 +1,143 @@
+//! AWS routes: the request becomes an exact IAM action on an exact resource, the policy decides,
+//! STS mints a session allowing only that, and the request is re-signed with it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{audit, authorize, credential, denial, request_facts, upstream, BrokerError, Target};
+use crate::broker::Broker;
+use crate::classify::aws::{classify, is_credential_vending, resolve_endpoint, AwsRequest, Endpoint};
+use crate::config::SigV4Inject;
+use crate::inject::sigv4::{self, Payload, SigV4Error};
+use crate::policy::effective_ttl;
+use crate::upstream::{boxed, full, Body};
+
+pub(super) async fn process(
+    broker: &Arc<Broker>,
+    target: &Target,
+    request_id: &str,
+    req: Request<Incoming>,
+    path: String,
+    cfg: &SigV4Inject,
+) -> Result<Response<Body>, BrokerError> {
+    let route = &target.route;
+    let refuse = |scope, reason: String, err: BrokerError| async move {
+        audit(broker, denial(broker, route, request_id, scope, reason)).await?;
+        Err::<Response<Body>, _>(err)
+    };
+
+    // A real key in the agent's hands is refused before anything else happens.
+    if let Err(e) = sigv4::check_placeholder(req.headers(), req.uri().query(), &cfg.placeholder_access_key_id) {
+        return refuse(None, e.to_string(), BrokerError::NotPlaceholder(e.to_string())).await;
+    }
+    let authority = if target.port == 443 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
+    let Some(endpoint) = resolve_endpoint(&authority, &cfg.custom_endpoints) else {
+        let reason = format!("unclassified AWS request: {} is not a known AWS endpoint", target.host);
+        return refuse(None, reason.clone(), BrokerError::Unclassified(reason)).await;
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let query = parts.uri.query().map(str::to_string);
+    let body = if needs_buffered_body(&endpoint, &parts.method, query.as_deref()) {
+        AwsBody::Buffered(buffer(body, cfg.max_buffered_body_bytes).await?)
+    } else {
+        AwsBody::Streamed(body)
+    };
+    let classified = classify(
+        &AwsRequest { method: &parts.method, path: &path, query: query.as_deref(), headers: &parts.headers, body: body.bytes() },
+        &endpoint,
+        &cfg.account_id,
+    );
+    let scope = match classified {
+        Ok(scope) => scope,
+        Err(e) => {
+            let reason = format!("unclassified AWS request: {}", e.reason);
+            return refuse(None, reason.clone(), BrokerError::Unclassified(reason)).await;
+        }
+    };
+    // Credential-vending calls would hand the agent real keys; no policy can allow them here.
+    if let Some(p) = scope.permissions.iter().find(|p| is_credential_vending(&p.action)) {
+        let reason = format!("{} vends credentials; agents may not obtain AWS credentials through the broker", p.action);
+        return refuse(Some(scope.clone()), reason.clone(), BrokerError::Denied(reason)).await;
+    }
+    let facts = request_facts(target, request_id, &parts.method, &path);
+    let decision = authorize(broker, route, &facts, &scope).await?;
+
+    // `Bytes` clones share the buffer: one copy for the hash, one for the wire.
+    let buffered = body.shared();
+    let payload = match &buffered {
+        Some(bytes) => Payload::Buffered(bytes),
+        None => match sigv4::s3_client_payload(&parts.headers) {
+            Ok(p) => p,
+            Err(e) => return refuse(Some(scope), e.to_string(), BrokerError::BadRequest(e.to_string())).await,
+        },
+    };
+    let ttl = effective_ttl(&decision, broker.config.credentials.default_ttl);
+    let lease = credential::obtain(broker, route, &scope, parts.method.as_str(), ttl, request_id, &decision.reason).await?;
+
+    let query = sigv4::strip_agent_signature(&mut parts.headers, query.as_deref());
+    upstream::prepare_head(target, &mut parts, &path, query.as_deref(), false)?;
+    let body = match body {
+        AwsBody::Buffered(bytes) => {
+            // The length is known; say so rather than let the client chunk what S3/SQS will hash.
+            parts.headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
+            full(bytes)
+        }
+        AwsBody::Streamed(incoming) => boxed(incoming),
+    };
+    let mut request = Request::from_parts(parts, body);
+    sigv4::sign_request(&mut request, &lease.credential, &endpoint.service, &endpoint.region, &payload).map_err(|e| match e {
+        SigV4Error::Signing(reason) | SigV4Error::SignedChunks(reason) => BrokerError::BadRequest(reason),
+        other => BrokerError::Upstream { host: target.host.clone(), reason: other.to_string() },
+    })?;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // Only the header names: the Authorization value names the session's key id.
+        let signed = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split("SignedHeaders=").nth(1));
+        let signed = signed.map(|s| s.split(',').next().unwrap_or_default().to_string()).unwrap_or_default();
+        tracing::debug!(service = %endpoint.service, region = %endpoint.region, signed_headers = %signed, "re-signed with the minted session");
+    }
+    upstream::send(broker, target, request, None).await
+}
+
+enum AwsBody {
+    Buffered(Bytes),
+    Streamed(Incoming),
+}
+
+impl AwsBody {
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            AwsBody::Buffered(b) => Some(b),
+            AwsBody::Streamed(_) => None,
+        }
+    }
+
+    fn shared(&self) -> Option<Bytes> {
+        match self {
+            AwsBody::Buffered(b) => Some(b.clone()),
+            AwsBody::Streamed(_) => None,
+        }
+    }
+}
+
+/// S3 bodies stream (uploads of any size, signed as the client declared); every other protocol
+/// carries the resource in the body and needs its hash for the signature. S3 `DeleteObjects`
+/// names its keys in the body.
+fn needs_buffered_body(endpoint: &Endpoint, method: &http::Method, query: Option<&str>) -> bool {
+    if endpoint.service != "s3" {
+        return true;
+    }
+    *method == http::Method::POST && query.is_some_and(|q| q.split('&').any(|p| p == "delete" || p.starts_with("delete=")))
+}
+
+async fn buffer(body: Incoming, cap: usize) -> Result<Bytes, BrokerError> {
+    match Limited::new(body, cap).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BrokerError::PayloadTooLarge(cap)),
+        Err(e) => Err(BrokerError::BadRequest(format!("reading the request body: {e}"))),
+    }
+}
