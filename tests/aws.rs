@@ -351,6 +351,9 @@ fn the_minted_session_policy_is_exactly_the_request_with_a_time_bound() {
     let stored: Vec<String> = a.moto.assumed_roles().iter().filter_map(|r| r["policy"].as_str().map(String::from)).collect();
     assert!(stored.contains(&put["credential_scope"].as_str().unwrap().to_string()));
     assert_eq!(put["agent_id"], "agent-aws");
+    assert_eq!(put["details"]["role_arn"], a.moto.role_arn.as_str());
+    assert_eq!(put["details"]["source_identity"], "agent-aws");
+    assert_eq!(put["details"]["duration_seconds"], "900");
     assert!(put["request_id"].as_str().is_some_and(|s| !s.is_empty()));
 }
 
@@ -398,4 +401,27 @@ print(sum(1 for b in bodies if b == b"c"))
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
     assert_eq!(a.moto.assumed_roles().len() - before, 1, "exactly one AssumeRole for 100 cold requests of one scope");
+}
+
+#[test]
+fn a_body_over_the_signing_buffer_cap_is_refused_with_413() {
+    let a = Aws::start();
+    // DynamoDB bodies are hashed for the signature, so they are buffered; this route caps that at
+    // 1 MiB. The 2 MiB item never reaches STS or moto.
+    let script = r#"
+import boto3, botocore.exceptions
+ddb = boto3.client("dynamodb", config=boto3.session.Config(retries={"max_attempts": 1}))
+try:
+    ddb.put_item(TableName="acme-tasks", Item={"id": {"S": "big"}, "blob": {"S": "x" * (2 * 1024 * 1024)}})
+    print("accepted")
+except botocore.exceptions.ClientError as e:
+    print(e.response["ResponseMetadata"]["HTTPStatusCode"])
+"#;
+    let env = a.agent_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = a.moto.boto3(script, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "413");
+    assert!(a.issues().is_empty(), "nothing minted for a refused body");
+    assert!(a.broker.log().contains("payload_too_large"));
 }

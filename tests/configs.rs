@@ -151,6 +151,56 @@ fn explain_shows_route_scope_and_decision_without_minting() {
 }
 
 #[test]
+fn explain_shows_the_aws_scope_and_the_exact_session_policy() {
+    let run = |args: &[&str]| {
+        let out =
+            pod_env(&mut std::process::Command::new(binary())).args(["explain", "--config"]).arg(repo().join("config/aws.yaml")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run(&["--method", "GET", "--url", "https://acme-agent-data.s3.us-east-1.amazonaws.com/reports/q3.csv"]);
+    assert_eq!(v["endpoint"]["service"], "s3");
+    assert_eq!(v["scope"]["permissions"][0]["action"], "s3:GetObject");
+    assert_eq!(v["scope"]["permissions"][0]["resource"], "arn:aws:s3:::acme-agent-data/reports/q3.csv");
+    assert_eq!(v["decision"]["allow"], true, "{v}");
+    let credential = &v["credential"];
+    assert_eq!(credential["role_arn"], "arn:aws:iam::123456789012:role/agent-acme", "the tenant's own role");
+    assert_eq!(credential["duration_seconds"], 900);
+    let statement = &credential["session_policy"]["Statement"][0];
+    assert_eq!(statement["Action"], "s3:GetObject");
+    assert_eq!(statement["Resource"], "arn:aws:s3:::acme-agent-data/reports/q3.csv");
+    assert!(statement["Condition"]["DateLessThan"]["aws:CurrentTime"].is_string(), "300 s < STS minimum: a time bound");
+
+    // JSON protocol: the resource comes from the body.
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, r#"{"TableName": "acme-tasks", "Item": {"id": {"S": "1"}}}"#).unwrap();
+    let v = run(&[
+        "--method",
+        "POST",
+        "--url",
+        "https://dynamodb.us-east-1.amazonaws.com/",
+        "-H",
+        "X-Amz-Target: DynamoDB_20120810.PutItem",
+        "-H",
+        "Content-Type: application/x-amz-json-1.0",
+        "--body",
+        body.to_str().unwrap(),
+    ]);
+    assert_eq!(v["scope"]["permissions"][0]["action"], "dynamodb:PutItem");
+    assert_eq!(v["scope"]["permissions"][0]["resource"], "arn:aws:dynamodb:us-east-1:123456789012:table/acme-tasks");
+    assert_eq!(v["decision"]["allow"], true, "{v}");
+
+    // Credential vending is refused before the policy is asked.
+    let v = run(&["--method", "POST", "--url", "https://sts.amazonaws.com/?Action=GetSessionToken&Version=2011-06-15"]);
+    assert_eq!(v["decision"]["allow"], false);
+    assert!(v["decision"]["reason"].as_str().unwrap().contains("vends credentials"), "{v}");
+    // Another tenant's bucket.
+    let v = run(&["--url", "https://globex-agent-data.s3.amazonaws.com/x"]);
+    assert_eq!(v["decision"]["allow"], false);
+}
+
+#[test]
 fn version_and_help() {
     let out = std::process::Command::new(binary()).arg("--version").output().unwrap();
     assert!(out.status.success());

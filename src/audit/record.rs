@@ -45,6 +45,9 @@ pub struct AuditRecord {
     /// RFC 3339 time the credential stops working.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiry: Option<String>,
+    /// Non-secret facts of an issuance from the provider (role ARN, source identity…).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 impl AuditRecord {
@@ -63,6 +66,7 @@ impl AuditRecord {
             provider: None,
             lease_id: None,
             expiry: None,
+            details: Default::default(),
         }
     }
 }

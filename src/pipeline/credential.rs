@@ -87,6 +87,7 @@ async fn mint_and_record(broker: Arc<Broker>, provider: crate::providers::Shared
     record.provider = Some(provider.name().to_string());
     record.lease_id = Some(lease.id.clone());
     record.expiry = Some(rfc3339(lease.expires_at));
+    record.details = lease.details.clone();
     if let Err(e) = broker.audit(record).await {
         // An issuance that cannot be recorded must not be used; take it back where possible.
         if let Err(revoke) = provider.revoke(&lease).await {

@@ -45,6 +45,7 @@ impl CredentialProvider for EnvProvider {
                 expires_at: SystemTime::now() + self.ttl.min(req.ttl),
                 credential_scope: req.credential_scope.clone(),
                 identity: req.identity.clone(),
+                details: Default::default(),
             })
         }
         .boxed()

@@ -52,6 +52,9 @@ pub struct Lease {
     /// The credential scope it was minted for.
     pub credential_scope: String,
     pub identity: Identity,
+    /// Non-secret facts about the issuance for the audit record (role ARN, session name, source
+    /// identity, duration…). Never put key material here.
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 /// What a lease carries. Every secret part is a [`Secret`], so no formatting path shows it.

@@ -133,6 +133,7 @@ impl CredentialProvider for OAuth2Provider {
                 expires_at: SystemTime::now() + lifetime,
                 credential_scope: req.credential_scope.clone(),
                 identity: req.identity.clone(),
+                details: Default::default(),
             })
         }
         .boxed()

@@ -218,6 +218,15 @@ impl CredentialProvider for StsProvider {
                     session_token: Secret::new(creds.session_token()),
                 },
                 expires_at: sts_expiry.min(p.not_after),
+                details: [
+                    ("role_arn", p.role_arn.clone()),
+                    ("role_session_name", p.role_session_name.clone()),
+                    ("source_identity", p.source_identity.clone()),
+                    ("duration_seconds", p.duration_seconds.to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
                 credential_scope: p.policy,
                 identity: req.identity.clone(),
             })

@@ -15,6 +15,7 @@ fn lease(ttl: Duration) -> Lease {
         expires_at: SystemTime::now() + ttl,
         credential_scope: "s".into(),
         identity: Identity { agent_id: "a".into(), tenant: "t".into(), labels: Default::default() },
+        details: Default::default(),
     }
 }
 
