@@ -40,24 +40,7 @@ pub const BOOTSTRAP_CALLS: u32 = 5;
 
 /// The bootstrap, as a boto3 script: the broker's IAM user (allowed to assume the role, nothing
 /// else) with an access key, and the agent role (trusting that user; s3, dynamodb, sqs allowed).
-const BOOTSTRAP: &str = r#"
-import json, os, boto3
-iam = boto3.client("iam", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name="us-east-1",
-                   aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-user, role, account = os.environ["USER_NAME"], os.environ["ROLE_NAME"], os.environ["ACCOUNT_ID"]
-role_arn = f"arn:aws:iam::{account}:role/{role}"
-assume = ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]
-iam.create_user(UserName=user)
-iam.put_user_policy(UserName=user, PolicyName="assume-agent-role", PolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": assume, "Resource": role_arn}]}))
-key = iam.create_access_key(UserName=user)["AccessKey"]
-iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": assume,
-     "Principal": {"AWS": f"arn:aws:iam::{account}:user/{user}"}}]}))
-iam.put_role_policy(RoleName=role, PolicyName="agent-services", PolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*", "dynamodb:*", "sqs:*"], "Resource": "*"}]}))
-print(json.dumps({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}))
-"#;
+const BOOTSTRAP: &str = include_str!("../../examples/quickstart/moto_bootstrap.py");
 
 /// The venv's bin directory: `$CB_TEST_PYTHON`'s, else the repo's `.venv/bin` (made by `.ci/setup`).
 pub fn venv_bin() -> PathBuf {
