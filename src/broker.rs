@@ -103,6 +103,11 @@ async fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result
                     .await
                     .with_context(|| format!("providers.{name}"))?,
             ),
+            ProviderConfig::AwsSecretsManager(settings) => Arc::new(
+                crate::providers::aws_secrets_manager::AwsSecretsManagerProvider::new(name, settings, config.tls.upstream_ca_file.as_deref())
+                    .await
+                    .with_context(|| format!("providers.{name}"))?,
+            ),
         };
         out.insert(name.clone(), provider);
     }

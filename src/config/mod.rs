@@ -122,6 +122,26 @@ pub enum ProviderConfig {
         revocation_url: Option<url::Url>,
     },
     Sts(StsSettings),
+    AwsSecretsManager(AwsSecretsManagerSettings),
+}
+
+/// One Secrets Manager secret (or one JSON key of it), read with the broker's own AWS identity.
+#[derive(Debug, Clone)]
+pub struct AwsSecretsManagerSettings {
+    /// The secret's name or ARN.
+    pub secret_id: String,
+    /// `AWSCURRENT` when neither this nor `version_id` is set.
+    pub version_stage: Option<String>,
+    pub version_id: Option<String>,
+    /// For a JSON object secret: the key whose value is the credential.
+    pub json_key: Option<String>,
+    pub region: String,
+    /// Secrets Manager endpoint override (moto, VPC endpoint).
+    pub endpoint_url: Option<url::Url>,
+    /// How long the broker keeps a value before reading it again (capped by the policy TTL).
+    pub ttl: Duration,
+    /// Passed to `RotateSecret` when set; otherwise the secret's configured rotation is used.
+    pub rotation_lambda_arn: Option<String>,
 }
 
 /// AssumeRole with an inline session policy per request scope.
@@ -142,6 +162,7 @@ impl ProviderConfig {
             ProviderConfig::Env { .. } => "env",
             ProviderConfig::OAuth2 { .. } => "oauth2",
             ProviderConfig::Sts(_) => "sts",
+            ProviderConfig::AwsSecretsManager(_) => "aws_secrets_manager",
         }
     }
 }

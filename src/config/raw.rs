@@ -143,6 +143,18 @@ pub enum RawProvider {
         endpoint_url: Option<String>,
         external_id: Option<String>,
     },
+    /// A secret read from AWS Secrets Manager (`GetSecretValue`), injected as a header.
+    #[serde(rename = "aws_secrets_manager")]
+    AwsSecretsManager {
+        secret_id: String,
+        version_stage: Option<String>,
+        version_id: Option<String>,
+        json_key: Option<String>,
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        ttl_seconds: Option<u64>,
+        rotation_lambda_arn: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]

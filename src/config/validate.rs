@@ -282,6 +282,23 @@ fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode
                 let endpoint_url = endpoint_url.and_then(|u| https_url(p, &format!("{path}.endpoint_url"), &u, true));
                 ProviderConfig::Sts(super::StsSettings { role_arn, tenant_roles, region, endpoint_url, external_id })
             }
+            RawProvider::AwsSecretsManager { secret_id, version_stage, version_id, json_key, region, endpoint_url, ttl_seconds, rotation_lambda_arn } => {
+                ProviderConfig::AwsSecretsManager(validate_aws_secrets_manager(
+                    p,
+                    &path,
+                    super::AwsSecretsManagerSettings {
+                        secret_id,
+                        version_stage,
+                        version_id,
+                        json_key,
+                        region: region.unwrap_or_default(),
+                        endpoint_url: None,
+                        ttl: Duration::from_secs(ttl_seconds.unwrap_or(300)),
+                        rotation_lambda_arn,
+                    },
+                    endpoint_url,
+                ))
+            }
         };
         out.insert(name, validated);
     }
@@ -403,4 +420,30 @@ fn validate_sigv4(p: &mut Problems, path: &str, raw: super::raw::RawSigV4Inject)
         custom_endpoints,
         max_buffered_body_bytes: raw.max_buffered_body_bytes.unwrap_or(10 * 1024 * 1024),
     }
+}
+
+fn validate_aws_secrets_manager(p: &mut Problems, path: &str, mut s: AwsSecretsManagerSettings, endpoint_url: Option<String>) -> AwsSecretsManagerSettings {
+    if s.secret_id.trim().is_empty() {
+        p.add(format!("{path}.secret_id"), "is required (the secret's name or ARN)");
+    }
+    if s.version_stage.is_some() && s.version_id.is_some() {
+        p.add(format!("{path}.version_id"), "set either version_id or version_stage, not both");
+    }
+    if s.json_key.as_deref().is_some_and(str::is_empty) {
+        p.add(format!("{path}.json_key"), "must not be empty (omit it to use the whole secret string)");
+    }
+    if s.region.is_empty() {
+        p.add(format!("{path}.region"), "is required (the secret's region, e.g. us-east-1)");
+    }
+    if !(1..=43_200).contains(&s.ttl.as_secs()) {
+        p.add(format!("{path}.ttl_seconds"), "must be between 1 and 43200");
+    }
+    if let Some(arn) = &s.rotation_lambda_arn {
+        if !(arn.starts_with("arn:aws") && arn.split(':').nth(2) == Some("lambda")) {
+            p.add(format!("{path}.rotation_lambda_arn"), format!("{arn:?} is not a Lambda function ARN"));
+        }
+    }
+    // Cleartext is allowed only to loopback: an emulator such as moto in tests.
+    s.endpoint_url = endpoint_url.and_then(|u| https_url(p, &format!("{path}.endpoint_url"), &u, true));
+    s
 }

@@ -2,10 +2,12 @@
 //! (retry with backoff, the fail-closed alert, the lease cache with single-flight minting).
 
 pub mod alert;
+pub mod aws_secrets_manager;
 pub mod cache;
 pub mod env;
 pub mod oauth2;
 pub mod retry;
+pub mod rotation;
 pub mod secret;
 pub mod sts;
 
