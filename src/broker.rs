@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::admin::auth::AdminToken;
+use crate::admin::grants::MintedScopes;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::config::{Config, ProviderConfig};
+use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
-use crate::providers::alert::Alerts;
+use crate::providers::alert::{Alerts, WebhookSettings, WebhookSink};
 use crate::providers::cache::LeaseCache;
 use crate::providers::env::EnvProvider;
 use crate::providers::oauth2::{OAuth2Provider, OAuth2Settings};
@@ -27,6 +30,11 @@ pub struct Broker {
     pub cache: Arc<LeaseCache>,
     pub audit: AuditLog,
     pub alerts: Alerts,
+    pub metrics: Arc<Metrics>,
+    /// The request scope each cached lease was minted for, for `GET /v1/grants`.
+    pub minted_scopes: MintedScopes,
+    /// The broker API's bearer token; None disables `/v1/*`.
+    pub admin_token: Option<AdminToken>,
     pub client: HttpClient,
     /// HTTP/1.1 only, for WebSocket and other upgrades.
     pub upgrade_client: HttpClient,
@@ -50,7 +58,18 @@ impl Broker {
         let upgrade_client = build_http1_client(tls.clone(), connect_to.clone());
         let client = build_client(tls, connect_to);
         let providers = build_providers(&config, &client).await?;
-        let audit = AuditLog::open(&config.audit.path).context("opening the audit log")?;
+        let audit = AuditLog::open_with(&config.audit.path, crate::audit::writer::WriterOptions::from(&config.audit)).context("opening the audit log")?;
+        let metrics = Arc::new(Metrics::new());
+        let admin_token = config.admin.token_file.as_deref().map(AdminToken::load).transpose().context("reading admin.token_file")?;
+        let webhook = config.alerts.webhook_url.clone().map(|base_url| {
+            let settings = WebhookSettings {
+                base_url,
+                queue_capacity: config.alerts.queue_capacity,
+                max_attempts: config.alerts.max_attempts,
+                request_timeout: Duration::from_secs(5),
+            };
+            WebhookSink::start(settings, client.clone(), metrics.clone())
+        });
         Ok(Arc::new(Broker {
             cache: LeaseCache::new(config.credentials.refresh_before_expiry, config.credentials.cache_max_entries),
             config,
@@ -59,7 +78,10 @@ impl Broker {
             policy,
             providers,
             audit,
-            alerts: Alerts::default(),
+            alerts: Alerts::new(webhook, metrics.clone()),
+            metrics,
+            minted_scopes: MintedScopes::default(),
+            admin_token,
             client,
             upgrade_client,
             ready: AtomicBool::new(false),
@@ -68,7 +90,13 @@ impl Broker {
 
     /// Append an audit record and wait for it to be durable.
     pub async fn audit(&self, record: AuditRecord) -> Result<u64, crate::audit::AuditError> {
-        self.audit.append(record).await
+        let started = std::time::Instant::now();
+        let result = self.audit.append(record).await;
+        self.metrics.audit_write_duration.observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.audit_write_failures.inc();
+        }
+        result
     }
 
     pub fn set_ready(&self, ready: bool) {

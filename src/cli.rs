@@ -47,13 +47,60 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// List and revoke the grants a running broker holds (through its admin API).
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+}
+
+/// Where the broker API is and how to authenticate to it.
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// The broker's admin listener.
+    #[arg(long, env = "CREDENTIAL_BROKER_ADMIN_URL", default_value = "http://127.0.0.1:15000")]
+    pub admin_url: String,
+    /// A file holding the admin bearer token (the broker's `admin.token_file`).
+    #[arg(long, env = "CREDENTIAL_BROKER_ADMIN_TOKEN_FILE")]
+    pub token_file: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantsCommand {
+    /// Show the active grants: id, agent, tenant, provider, expiry, scope. Never a secret.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one grant by id, or every grant matching --agent/--tenant/--provider, or --all.
+    Revoke {
+        /// The grant id (from `grants list`).
+        #[arg(conflicts_with_all = ["agent", "tenant", "provider", "all"], required_unless_present_any = ["agent", "tenant", "provider", "all"])]
+        id: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        /// Revoke every grant (the emergency button).
+        #[arg(long, conflicts_with_all = ["agent", "tenant", "provider"])]
+        all: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Verify the hash chain; reports the first broken link.
+    /// Verify the hash chain; reports the first broken link. Several files (a rotated set, oldest
+    /// first, e.g. `audit.jsonl.* audit.jsonl`) are checked as one chain.
     Verify {
-        file: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// The head hash seen earlier (e.g. in a log line); detects a truncated tail.
         #[arg(long)]
         expect_head: Option<String>,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod explain;
 pub mod inject;
 pub mod listener;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod providers;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use credential_broker::cli::{AuditCommand, Cli, Command};
+use credential_broker::cli::{AuditCommand, Cli, Command, GrantsCommand};
 use credential_broker::config::Config;
 use credential_broker::explain::{explain, ExplainRequest};
 
@@ -80,24 +80,69 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Audit { command: AuditCommand::Verify { file, expect_head } } => match credential_broker::audit::verify::verify_file(&file) {
-            Ok(v) if expect_head.as_deref().is_some_and(|h| h != v.head) => {
-                eprintln!(
-                    "{}: chain intact over {} record(s) but its head {} is not the expected one (records removed from the end)",
-                    file.display(),
-                    v.records,
-                    v.head
-                );
-                ExitCode::FAILURE
+        Command::Audit { command: AuditCommand::Verify { files, expect_head } } => {
+            let names = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ");
+            match credential_broker::audit::verify::verify_files(&files) {
+                Ok(v) if expect_head.as_deref().is_some_and(|h| h != v.head) => {
+                    eprintln!(
+                        "{names}: chain intact over {} record(s) but its head {} is not the expected one (records removed from the end)",
+                        v.records, v.head
+                    );
+                    ExitCode::FAILURE
+                }
+                Ok(v) => {
+                    println!("{names}: ok, {} record(s), head {}", v.records, v.head);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-            Ok(v) => {
-                println!("{}: ok, {} record(s), head {}", file.display(), v.records, v.head);
-                ExitCode::SUCCESS
+        }
+        Command::Grants { command } => grants(command),
+    }
+}
+
+/// `grants list|revoke`: one call to the broker API; errors go to stderr with a non-zero exit.
+fn grants(command: GrantsCommand) -> ExitCode {
+    use credential_broker::admin::client::{call, grants_table};
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            GrantsCommand::List { admin, json } => {
+                let v = call(&admin.admin_url, &admin.token_file, http::Method::GET, "/v1/grants", None).await?;
+                Ok(if json { serde_json::to_string_pretty(&v)? } else { grants_table(&v) })
             }
-            Err(e) => {
-                eprintln!("{}: broken at {e}", file.display());
-                ExitCode::FAILURE
+            GrantsCommand::Revoke { id: Some(id), admin, .. } => {
+                let path = format!("/v1/grants/{}/revoke", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>());
+                let v = call(&admin.admin_url, &admin.token_file, http::Method::POST, &path, None).await?;
+                Ok(serde_json::to_string_pretty(&v)?)
             }
-        },
+            GrantsCommand::Revoke { id: None, agent, tenant, provider, all, admin } => {
+                let filter = serde_json::json!({"agent_id": agent, "tenant": tenant, "provider": provider, "all": all});
+                let filter: serde_json::Map<String, serde_json::Value> =
+                    filter.as_object().into_iter().flatten().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let v = call(&admin.admin_url, &admin.token_file, http::Method::POST, "/v1/grants/revoke", Some(filter.into())).await?;
+                Ok(serde_json::to_string_pretty(&v)?)
+            }
+        }
+    });
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let e: anyhow::Error = e;
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -18,6 +18,8 @@ pub enum AuditEvent {
     Error,
     /// A lease was revoked.
     Revoke,
+    /// A long-lived secret was rotated through the broker API.
+    Rotate,
 }
 
 /// One record, before it is chained. Field order is the order on disk.

@@ -1,6 +1,7 @@
-//! `credential-broker audit verify`: walk the chain and report the first broken link.
+//! `credential-broker audit verify`: walk the chain and report the first broken link, over one
+//! file or over a rotated set of files given in order (the chain runs on across them).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::writer::{link_hash, GENESIS_HASH};
 
@@ -20,20 +21,57 @@ pub struct BrokenLink {
     pub reason: String,
 }
 
+/// A broken link in one file of a set.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: broken at {link}", .file.display())]
+pub struct BrokenFile {
+    pub file: PathBuf,
+    pub link: BrokenLink,
+}
+
+/// Where the chain stands after the records seen so far.
+#[derive(Debug, Clone)]
+struct ChainState {
+    prev_hash: String,
+    /// None before the first record: the first file of a set may start mid-chain (older files archived).
+    expected_seq: Option<u64>,
+    records: u64,
+}
+
+impl Default for ChainState {
+    fn default() -> Self {
+        ChainState { prev_hash: GENESIS_HASH.to_string(), expected_seq: None, records: 0 }
+    }
+}
+
 pub fn verify_file(path: &Path) -> Result<Verified, BrokenLink> {
-    let text = std::fs::read(path).map_err(|e| BrokenLink { line: 0, reason: format!("cannot read {}: {e}", path.display()) })?;
-    let text = String::from_utf8(text).map_err(|_| BrokenLink { line: 0, reason: "file is not UTF-8".into() })?;
-    verify_text(&text)
+    verify_files(&[path.to_path_buf()]).map_err(|b| b.link)
+}
+
+/// Verify files as one chain, in the order given (oldest first: `audit.jsonl.000001`, …, `audit.jsonl`).
+/// A missing, reordered or truncated file breaks the link at the next file's first record.
+pub fn verify_files(paths: &[PathBuf]) -> Result<Verified, BrokenFile> {
+    let mut state = ChainState::default();
+    for path in paths {
+        let broken = |link: BrokenLink| BrokenFile { file: path.clone(), link };
+        let text = std::fs::read(path).map_err(|e| broken(BrokenLink { line: 0, reason: format!("cannot read {}: {e}", path.display()) }))?;
+        let text = String::from_utf8(text).map_err(|_| broken(BrokenLink { line: 0, reason: "file is not UTF-8".into() }))?;
+        state = verify_from(&text, state).map_err(broken)?;
+    }
+    Ok(Verified { records: state.records, head: state.prev_hash })
 }
 
 pub fn verify_text(text: &str) -> Result<Verified, BrokenLink> {
+    let state = verify_from(text, ChainState::default())?;
+    Ok(Verified { records: state.records, head: state.prev_hash })
+}
+
+fn verify_from(text: &str, state: ChainState) -> Result<ChainState, BrokenLink> {
     if !text.is_empty() && !text.ends_with('\n') {
         let line = text.lines().count();
         return Err(BrokenLink { line, reason: "the last record is cut off (truncated file)".into() });
     }
-    let mut prev_hash = GENESIS_HASH.to_string();
-    let mut expected_seq: Option<u64> = None;
-    let mut records = 0;
+    let ChainState { mut prev_hash, mut expected_seq, mut records } = state;
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let broken = |reason: String| BrokenLink { line: n, reason };
@@ -59,7 +97,7 @@ pub fn verify_text(text: &str) -> Result<Verified, BrokenLink> {
         expected_seq = Some(seq + 1);
         records += 1;
     }
-    Ok(Verified { records, head: prev_hash })
+    Ok(ChainState { prev_hash, expected_seq, records })
 }
 
 /// Split `{...,"hash":"<hex>"}` into `{...` and `<hex>`.
@@ -114,5 +152,26 @@ mod tests {
 
         let text = join(&lines);
         assert!(verify_text(&text[..text.len() - 10]).is_err());
+    }
+
+    #[test]
+    fn a_set_of_files_verifies_in_order_and_breaks_when_one_is_missing_or_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = chain(6);
+        let files: Vec<PathBuf> = lines
+            .chunks(2)
+            .enumerate()
+            .map(|(i, part)| {
+                let p = dir.path().join(format!("audit.jsonl.{:06}", i + 1));
+                std::fs::write(&p, join(part)).unwrap();
+                p
+            })
+            .collect();
+        assert_eq!(verify_files(&files).unwrap().records, 6);
+        // A later file alone verifies (archived predecessors), but not with a gap or out of order.
+        assert!(verify_files(&files[1..]).is_ok());
+        let gap = verify_files(&[files[0].clone(), files[2].clone()]).unwrap_err();
+        assert_eq!((gap.file.clone(), gap.link.line), (files[2].clone(), 1));
+        assert!(verify_files(&[files[1].clone(), files[0].clone(), files[2].clone()]).is_err());
     }
 }

@@ -3,9 +3,15 @@
 //! One thread owns the file. Callers send records and wait until their record is on disk; the
 //! thread writes whatever has queued up, fsyncs once and answers all of them (group commit), so
 //! fsync-before-use costs one disk flush per batch, not per request.
+//!
+//! Rotation: once the file reaches `max_file_bytes` it is renamed `<path>.000001`, `.000002`, …
+//! and a new file is started at `<path>`. The chain does not restart: the new file's first record
+//! carries the previous file's last hash and the next sequence number, so `audit verify` over the
+//! files in order checks them as one chain.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::SystemTime;
@@ -30,6 +36,21 @@ pub enum AuditError {
 
 type Job = (AuditRecord, oneshot::Sender<Result<u64, AuditError>>);
 
+/// How the writer stores records besides the chain itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterOptions {
+    /// Rotate once the current file reaches this many bytes.
+    pub max_file_bytes: Option<u64>,
+    /// Copy each durable record to stdout (for a log shipper).
+    pub stdout: bool,
+}
+
+impl From<&crate::config::AuditConfig> for WriterOptions {
+    fn from(c: &crate::config::AuditConfig) -> Self {
+        WriterOptions { max_file_bytes: c.max_file_bytes, stdout: c.stdout }
+    }
+}
+
 /// A handle to the audit log. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -40,13 +61,28 @@ pub struct AuditLog {
 impl AuditLog {
     /// Open (or create) the log and continue its chain from the last record.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        let (seq, prev_hash) = last_link(path)?;
+        Self::open_with(path, WriterOptions::default())
+    }
+
+    /// Open with rotation and/or a stdout copy. A new (or empty) file continues the chain of the
+    /// newest rotated file beside it.
+    pub fn open_with(path: &Path, options: WriterOptions) -> Result<AuditLog, AuditError> {
+        let rotated = rotated_files(path);
+        let (seq, prev_hash) = match last_link(path)? {
+            (0, _) => match rotated.last() {
+                Some((_, newest)) => last_link(newest)?,
+                None => (0, GENESIS_HASH.into()),
+            },
+            link => link,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| write_err(path, &e))?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| write_err(path, &e))?;
+        let file = open_append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let next_index = rotated.last().map_or(1, |(i, _)| i + 1);
         let (tx, rx) = mpsc::channel::<Job>();
-        let mut chain = Chain { file, path: path.to_path_buf(), seq, prev_hash };
+        let mut chain = Chain { file, path: path.to_path_buf(), seq, prev_hash, size, next_index, options };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || chain.run(rx)).map_err(|e| write_err(path, &e))?;
         Ok(AuditLog { tx, path: path.to_path_buf() })
     }
@@ -68,6 +104,11 @@ struct Chain {
     path: PathBuf,
     seq: u64,
     prev_hash: String,
+    /// Bytes in the current file.
+    size: u64,
+    /// The suffix the current file gets when it is rotated.
+    next_index: u64,
+    options: WriterOptions,
 }
 
 impl Chain {
@@ -85,6 +126,10 @@ impl Chain {
     /// Write a batch and fsync once. On failure no record of the batch counts as written, and
     /// the chain state is restored so the next batch links to what is really on disk.
     fn write_batch(&mut self, batch: &[Job]) -> Vec<Result<u64, AuditError>> {
+        if let Err(e) = self.ensure_linked() {
+            tracing::error!(path = %self.path.display(), error = %e, "audit file is gone and cannot be recreated; refusing requests until it can");
+            return batch.iter().map(|_| Err(write_err(&self.path, &e))).collect();
+        }
         let (seq0, hash0) = (self.seq, self.prev_hash.clone());
         let mut buf = Vec::with_capacity(batch.len() * 512);
         let mut seqs = Vec::with_capacity(batch.len());
@@ -97,7 +142,18 @@ impl Chain {
             seqs.push(self.seq);
         }
         match self.file.write_all(&buf).and_then(|_| self.file.sync_data()) {
-            Ok(()) => seqs.into_iter().map(Ok).collect(),
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                if self.options.stdout {
+                    // A copy for a log shipper; the file is the record, so a stdout failure is not fatal.
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&buf).and_then(|_| out.flush());
+                }
+                if self.options.max_file_bytes.is_some_and(|max| self.size >= max) {
+                    self.rotate();
+                }
+                seqs.into_iter().map(Ok).collect()
+            }
             Err(e) => {
                 tracing::error!(path = %self.path.display(), error = %e, "audit write failed; refusing requests until it works");
                 self.seq = seq0;
@@ -106,6 +162,71 @@ impl Chain {
             }
         }
     }
+}
+
+impl Chain {
+    /// The file was deleted or its directory removed under us (an operator, a cleanup job):
+    /// records written to the unlinked inode would be lost, so start a new file at the path,
+    /// continuing the chain; if that fails, the batch fails and requests fail closed.
+    fn ensure_linked(&mut self) -> std::io::Result<()> {
+        if self.file.metadata()?.nlink() > 0 {
+            return Ok(());
+        }
+        tracing::warn!(path = %self.path.display(), "audit file was removed; starting a new one that continues the chain");
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Rename the full file aside and start a new one. On failure keep writing where we are: the
+    /// chain stays intact, the file just grows past its limit.
+    fn rotate(&mut self) {
+        let target = rotated_name(&self.path, self.next_index);
+        let result = std::fs::rename(&self.path, &target).and_then(|_| {
+            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            if let Some(dir) = self.path.parent() {
+                // Make the rename and the new file's entry durable too.
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                tracing::info!(rotated_to = %target.display(), seq = self.seq, head = %self.prev_hash, "audit log rotated");
+                self.size = 0;
+                self.next_index += 1;
+            }
+            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "audit log rotation failed; continuing in the current file"),
+        }
+    }
+}
+
+/// `<path>.<index>`, zero-padded so a shell glob lists the files in chain order.
+pub fn rotated_name(path: &Path, index: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{index:06}"));
+    PathBuf::from(name)
+}
+
+/// The rotated files beside `path`, oldest first.
+pub fn rotated_files(path: &Path) -> Vec<(u64, PathBuf)> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let index = name.strip_prefix(base)?.strip_prefix('.')?.parse().ok()?;
+            Some((index, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn open_append(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new().create(true).append(true).open(path).map_err(|e| write_err(path, &e))
 }
 
 pub(crate) struct Line {

@@ -27,6 +27,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub credentials: CredentialsConfig,
     pub audit: AuditConfig,
+    pub admin: AdminConfig,
+    pub alerts: AlertsConfig,
     pub limits: Limits,
     pub logging: LoggingConfig,
 }
@@ -192,6 +194,27 @@ pub struct RetryConfig {
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub path: PathBuf,
+    /// Rotate when the current file reaches this size (None: never).
+    pub max_file_bytes: Option<u64>,
+    /// Copy each record to stdout.
+    pub stdout: bool,
+}
+
+/// The broker API and metrics on the admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Bearer token file for `/v1/*`; None disables the broker API.
+    pub token_file: Option<PathBuf>,
+    pub metrics: bool,
+}
+
+/// Alert sinks beyond the log and the metrics.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// Alertmanager base URL; alerts go to `{webhook_url}/api/v2/alerts`.
+    pub webhook_url: Option<url::Url>,
+    pub queue_capacity: usize,
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -29,6 +29,10 @@ pub struct RawConfig {
     pub credentials: RawCredentials,
     pub audit: Option<RawAudit>,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+    #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
     pub logging: RawLogging,
@@ -187,6 +191,31 @@ pub struct RawRetry {
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     pub path: String,
+    /// Start a new file once the current one reaches this size; the chain continues across files.
+    pub max_file_bytes: Option<u64>,
+    /// Also write each record to stdout, for a log shipper.
+    #[serde(default)]
+    pub stdout: bool,
+}
+
+/// The broker API on the admin listener.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// A file holding the bearer token for `/v1/*`; without it the broker API is disabled.
+    pub token_file: Option<String>,
+    /// Serve Prometheus metrics on `/metrics` (default true).
+    pub metrics: Option<bool>,
+}
+
+/// Where the "Credential Minting Failure" alert goes besides the log and the metrics.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// An Alertmanager base URL (alerts are POSTed to `/api/v2/alerts`).
+    pub webhook_url: Option<String>,
+    pub queue_capacity: Option<usize>,
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -182,12 +182,19 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
     }
 
     let audit = match raw.audit {
-        Some(a) => AuditConfig { path: resolve_path(base, &a.path) },
+        Some(a) => {
+            if a.max_file_bytes.is_some_and(|n| n < 4096) {
+                p.add("audit.max_file_bytes", "must be at least 4096");
+            }
+            AuditConfig { path: resolve_path(base, &a.path), max_file_bytes: a.max_file_bytes, stdout: a.stdout }
+        }
         None => {
             p.add("audit", "is required: every issuance must be recorded");
-            AuditConfig { path: PathBuf::new() }
+            AuditConfig { path: PathBuf::new(), max_file_bytes: None, stdout: false }
         }
     };
+    let admin = validate_admin(&mut p, raw.admin, base);
+    let alerts = validate_alerts(&mut p, raw.alerts);
 
     let l = raw.limits;
     let limits = Limits {
@@ -218,10 +225,35 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
     };
 
     if p.0.is_empty() {
-        Ok(Config { mode, identity, listeners, tls, passthrough_hosts, routes, providers, policy, credentials, audit, limits, logging })
+        Ok(Config { mode, identity, listeners, tls, passthrough_hosts, routes, providers, policy, credentials, audit, admin, alerts, limits, logging })
     } else {
         Err(p.0)
     }
+}
+
+fn validate_admin(p: &mut Problems, raw: RawAdmin, base: &Path) -> AdminConfig {
+    let token_file = raw.token_file.map(|f| resolve_path(base, &f));
+    if let Some(f) = &token_file {
+        match std::fs::read_to_string(f) {
+            Ok(t) if t.trim().len() >= 16 => {}
+            Ok(_) => p.add("admin.token_file", format!("{} holds fewer than 16 characters; use a long random token", f.display())),
+            Err(e) => p.add("admin.token_file", format!("{} cannot be read: {e}", f.display())),
+        }
+    }
+    AdminConfig { token_file, metrics: raw.metrics.unwrap_or(true) }
+}
+
+fn validate_alerts(p: &mut Problems, raw: RawAlerts) -> AlertsConfig {
+    // Cleartext only to loopback (a local receiver in tests or a node-local relay).
+    let webhook_url = raw.webhook_url.and_then(|u| https_url(p, "alerts.webhook_url", &u, true));
+    let alerts = AlertsConfig { webhook_url, queue_capacity: raw.queue_capacity.unwrap_or(256), max_attempts: raw.max_attempts.unwrap_or(5) };
+    if alerts.queue_capacity == 0 {
+        p.add("alerts.queue_capacity", "must be at least 1");
+    }
+    if !(1..=20).contains(&alerts.max_attempts) {
+        p.add("alerts.max_attempts", "must be between 1 and 20");
+    }
+    alerts
 }
 
 fn non_empty(p: &mut Problems, path: &str, v: Option<String>) -> String {

@@ -40,6 +40,7 @@ pub(super) async fn obtain(
     let mint_request = MintRequest { identity: broker.identity.clone(), scope: scope.clone(), credential_scope, ttl, request_id: request_id.into() };
     let (b, route_name) = (broker.clone(), route.name.clone());
     let result = broker.cache.get_or_mint(key, move || mint_and_record(b, provider, mint_request, route_name).boxed()).await;
+    broker.metrics.cache_lookup(matches!(result, Ok((_, Source::Cached))));
 
     let mut record = AuditRecord::new(AuditEvent::Allow, request_id, &broker.identity.agent_id, &broker.identity.tenant);
     record.route = Some(route.name.clone());
@@ -70,9 +71,20 @@ pub(super) async fn obtain(
 /// failure raise the alert. Runs in its own task (see the cache).
 async fn mint_and_record(broker: Arc<Broker>, provider: crate::providers::SharedProvider, req: MintRequest, route: String) -> Result<Lease, MintFailure> {
     let retry = broker.config.credentials.retry;
-    let minted = with_retries(&retry, |_| provider.mint(&req)).await;
+    let started = std::time::Instant::now();
+    let minted = with_retries(&retry, |attempt| {
+        if attempt > 0 {
+            broker.metrics.mint_retry(provider.name());
+        }
+        provider.mint(&req)
+    })
+    .await;
+    broker.metrics.mint_observed(provider.name(), started.elapsed());
     let lease = match minted {
-        Ok(lease) => lease,
+        Ok(lease) => {
+            broker.alerts.minting_recovered(provider.name());
+            lease
+        }
         Err(failure) => {
             broker.alerts.minting_failure(provider.name(), &req.identity.agent_id, &req.identity.tenant, failure.attempts, &failure.last_error.message);
             return Err(failure);
@@ -95,6 +107,7 @@ async fn mint_and_record(broker: Arc<Broker>, provider: crate::providers::Shared
         }
         return Err(MintFailure { attempts: 1, last_error: ProviderError::permanent(e.to_string()) });
     }
+    broker.minted_scopes.record(&lease.id, &req.scope, &broker);
     tracing::info!(lease_id = %lease.id, provider = provider.name(), expiry = %rfc3339(lease.expires_at), "credential issued");
     Ok(lease)
 }

@@ -53,10 +53,12 @@ pub async fn handle(broker: Arc<Broker>, target: Arc<Target>, req: Request<Incom
         let result = process(&broker, &target, &request_id, req).await;
         match result {
             Ok(resp) => {
+                broker.metrics.request(&target.route.name, "forwarded");
                 tracing::info!(%method, host = %target.host, %path, status = resp.status().as_u16(), "forwarded");
                 resp
             }
             Err(e) => {
+                broker.metrics.request(&target.route.name, e.code());
                 tracing::warn!(%method, host = %target.host, %path, error = %e, code = e.code(), "refused");
                 e.into_response(&request_id)
             }
@@ -139,6 +141,7 @@ fn denial(broker: &Broker, route: &Route, request_id: &str, scope: Option<Scope>
 /// Ask the policy; a deny is audited and becomes a 403 with the policy's reason.
 async fn authorize(broker: &Broker, route: &Route, facts: &RequestFacts, scope: &Scope) -> Result<Decision, BrokerError> {
     let decision = broker.policy.decide(&broker.identity, facts, scope);
+    broker.metrics.policy_decision(decision.allow);
     if !decision.allow {
         audit(broker, denial(broker, route, &facts.id, Some(scope.clone()), decision.reason.clone())).await?;
         return Err(BrokerError::Denied(decision.reason));

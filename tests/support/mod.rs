@@ -1,6 +1,7 @@
 //! Test harness: real servers on 127.0.0.1:0 and the real broker binary, all stopped on drop.
 #![allow(dead_code)]
 
+pub mod alert_receiver;
 pub mod broker;
 pub mod clients;
 pub mod moto;
