@@ -69,3 +69,25 @@ fn oauth2_token_url_must_be_https() {
     let problems = load(&yaml).unwrap_err();
     assert_eq!(problems[0].path, "providers.dev.token_url");
 }
+
+#[test]
+fn governance_keys_are_validated_with_their_paths() {
+    let c = load(MINIMAL).unwrap();
+    assert!(c.admin.token_file.is_none() && c.admin.metrics);
+    assert!(c.alerts.webhook_url.is_none() && c.audit.max_file_bytes.is_none() && !c.audit.stdout);
+
+    let yaml =
+        format!("{MINIMAL}admin: {{token_file: /nonexistent/admin-token}}\nalerts: {{webhook_url: \"http://alertmanager.example:9093\", max_attempts: 0}}\n")
+            .replace("audit: {path: /tmp/audit.jsonl}", "audit: {path: /tmp/audit.jsonl, max_file_bytes: 100}");
+    let problems: Vec<String> = load(&yaml).unwrap_err().iter().map(|p| p.path.clone()).collect();
+    for path in ["admin.token_file", "alerts.webhook_url", "alerts.max_attempts", "audit.max_file_bytes"] {
+        assert!(problems.iter().any(|p| p == path), "{path} not reported in {problems:?}");
+    }
+
+    let ok = format!("{MINIMAL}alerts: {{webhook_url: \"http://127.0.0.1:9093\"}}\nadmin: {{metrics: false}}\n");
+    let c = load(&ok).unwrap();
+    assert_eq!(c.alerts.webhook_url.unwrap().as_str(), "http://127.0.0.1:9093/");
+    assert!(!c.admin.metrics);
+    let unknown = load(&format!("{MINIMAL}admin: {{token: x}}\n")).unwrap_err();
+    assert!(unknown[0].path.starts_with("admin"), "{unknown:?}");
+}
