@@ -136,6 +136,14 @@ async fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result
                     .await
                     .with_context(|| format!("providers.{name}"))?,
             ),
+            ProviderConfig::GcpSecretManager(settings) => Arc::new(
+                crate::providers::gcp::GcpSecretManagerProvider::new(name, settings.clone(), client.clone(), settings.timeout)
+                    .with_context(|| format!("providers.{name}"))?,
+            ),
+            ProviderConfig::GcpAccessToken(settings) => Arc::new(
+                crate::providers::gcp::GcpAccessTokenProvider::new(name, settings.clone(), client.clone(), settings.timeout)
+                    .with_context(|| format!("providers.{name}"))?,
+            ),
         };
         out.insert(name.clone(), provider);
     }

@@ -63,6 +63,8 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
     let credential_scope = match provider {
         Some(ProviderConfig::OAuth2 { scopes, scopes_by_method, .. }) => oauth2::credential_scope(scopes, scopes_by_method, &method),
         Some(ProviderConfig::Env { variable, .. }) => format!("env:{variable}"),
+        Some(ProviderConfig::GcpSecretManager(settings)) => crate::providers::gcp::secret_credential_scope(settings),
+        Some(ProviderConfig::GcpAccessToken(s)) => oauth2::credential_scope(&s.scopes, &s.scopes_by_method, &method),
         Some(ProviderConfig::AwsSecretsManager(settings)) => crate::providers::aws_secrets_manager::credential_scope(settings),
         Some(ProviderConfig::Sts(_)) | None => String::new(),
     };

@@ -125,6 +125,8 @@ pub enum ProviderConfig {
     },
     Sts(StsSettings),
     AwsSecretsManager(AwsSecretsManagerSettings),
+    GcpSecretManager(GcpSecretManagerSettings),
+    GcpAccessToken(GcpAccessTokenSettings),
 }
 
 /// One Secrets Manager secret (or one JSON key of it), read with the broker's own AWS identity.
@@ -146,6 +148,41 @@ pub struct AwsSecretsManagerSettings {
     pub rotation_lambda_arn: Option<String>,
 }
 
+/// The broker's own Google identity.
+#[derive(Debug, Clone)]
+pub enum GcpIdentity {
+    /// The metadata server (Workload Identity on GKE, the VM's service account on GCE).
+    Metadata { base_url: url::Url },
+    /// A service-account key file (development).
+    KeyFile { path: PathBuf },
+}
+
+/// One Secret Manager secret version.
+#[derive(Debug, Clone)]
+pub struct GcpSecretManagerSettings {
+    pub project: String,
+    pub secret: String,
+    /// `latest` or a version number.
+    pub version: String,
+    pub ttl: Duration,
+    pub identity: GcpIdentity,
+    /// Default `https://secretmanager.googleapis.com`.
+    pub endpoint_url: url::Url,
+    pub timeout: Duration,
+}
+
+/// Short-lived access tokens for one service account, scoped per request method.
+#[derive(Debug, Clone)]
+pub struct GcpAccessTokenSettings {
+    pub service_account: String,
+    pub scopes: Vec<String>,
+    pub scopes_by_method: BTreeMap<String, Vec<String>>,
+    pub identity: GcpIdentity,
+    /// Default `https://iamcredentials.googleapis.com`.
+    pub endpoint_url: url::Url,
+    pub timeout: Duration,
+}
+
 /// AssumeRole with an inline session policy per request scope.
 #[derive(Debug, Clone)]
 pub struct StsSettings {
@@ -165,6 +202,8 @@ impl ProviderConfig {
             ProviderConfig::OAuth2 { .. } => "oauth2",
             ProviderConfig::Sts(_) => "sts",
             ProviderConfig::AwsSecretsManager(_) => "aws_secrets_manager",
+            ProviderConfig::GcpSecretManager(_) => "gcp_secret_manager",
+            ProviderConfig::GcpAccessToken(_) => "gcp_access_token",
         }
     }
 }

@@ -159,6 +159,29 @@ pub enum RawProvider {
         ttl_seconds: Option<u64>,
         rotation_lambda_arn: Option<String>,
     },
+    /// A Google Secret Manager secret version (`…/versions/{version}:access`).
+    #[serde(rename = "gcp_secret_manager")]
+    GcpSecretManager {
+        project: String,
+        secret: String,
+        version: Option<String>,
+        ttl_seconds: Option<u64>,
+        credentials_file: Option<String>,
+        metadata_url: Option<String>,
+        endpoint_url: Option<String>,
+    },
+    /// A short-lived Google access token for a service account (IAM Credentials `generateAccessToken`).
+    #[serde(rename = "gcp_access_token")]
+    GcpAccessToken {
+        service_account: String,
+        #[serde(default)]
+        scopes: Vec<String>,
+        #[serde(default)]
+        scopes_by_method: BTreeMap<String, Vec<String>>,
+        credentials_file: Option<String>,
+        metadata_url: Option<String>,
+        endpoint_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]

@@ -331,6 +331,39 @@ fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode
                     endpoint_url,
                 ))
             }
+            RawProvider::GcpSecretManager { project, secret, version, ttl_seconds, credentials_file, metadata_url, endpoint_url } => {
+                let version = version.unwrap_or_else(|| "latest".into());
+                for (key, value) in [("project", &project), ("secret", &secret)] {
+                    if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                        p.add(format!("{path}.{key}"), format!("{value:?} is not a Google {key} id"));
+                    }
+                }
+                if version != "latest" && (version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit())) {
+                    p.add(format!("{path}.version"), format!("{version:?} is not `latest` or a version number"));
+                }
+                let ttl = Duration::from_secs(ttl_seconds.unwrap_or(300));
+                if !(1..=43_200).contains(&ttl.as_secs()) {
+                    p.add(format!("{path}.ttl_seconds"), "must be between 1 and 43200");
+                }
+                let identity = gcp_identity(p, &path, credentials_file, metadata_url, base);
+                let endpoint_url = gcp_endpoint(p, &path, endpoint_url, "https://secretmanager.googleapis.com");
+                let timeout = Duration::from_secs(10);
+                ProviderConfig::GcpSecretManager(GcpSecretManagerSettings { project, secret, version, ttl, identity, endpoint_url, timeout })
+            }
+            RawProvider::GcpAccessToken { service_account, scopes, scopes_by_method, credentials_file, metadata_url, endpoint_url } => {
+                let unique_id = service_account.len() >= 10 && service_account.bytes().all(|b| b.is_ascii_digit());
+                if !service_account.contains('@') && !unique_id {
+                    p.add(format!("{path}.service_account"), format!("{service_account:?} is not a service account email or unique id"));
+                }
+                let scopes_by_method: BTreeMap<String, Vec<String>> = scopes_by_method.into_iter().map(|(m, s)| (m.to_ascii_uppercase(), s)).collect();
+                if scopes.is_empty() && scopes_by_method.values().all(Vec::is_empty) {
+                    p.add(format!("{path}.scopes"), "at least one OAuth scope is required (e.g. https://www.googleapis.com/auth/devstorage.read_only)");
+                }
+                let identity = gcp_identity(p, &path, credentials_file, metadata_url, base);
+                let endpoint_url = gcp_endpoint(p, &path, endpoint_url, "https://iamcredentials.googleapis.com");
+                let timeout = Duration::from_secs(10);
+                ProviderConfig::GcpAccessToken(GcpAccessTokenSettings { service_account, scopes, scopes_by_method, identity, endpoint_url, timeout })
+            }
         };
         out.insert(name, validated);
     }
@@ -451,6 +484,32 @@ fn validate_sigv4(p: &mut Problems, path: &str, raw: super::raw::RawSigV4Inject)
         placeholder_access_key_id: raw.placeholder_access_key_id,
         custom_endpoints,
         max_buffered_body_bytes: raw.max_buffered_body_bytes.unwrap_or(10 * 1024 * 1024),
+    }
+}
+
+/// A key file (dev) or the metadata server (default; plain HTTP, link-local or loopback only).
+fn gcp_identity(p: &mut Problems, path: &str, credentials_file: Option<String>, metadata_url: Option<String>, base: &Path) -> GcpIdentity {
+    match (credentials_file, metadata_url) {
+        (Some(_), Some(_)) => {
+            p.add(format!("{path}.credentials_file"), "set either credentials_file or metadata_url, not both");
+            GcpIdentity::Metadata { base_url: crate::providers::gcp::identity::default_metadata_url() }
+        }
+        (Some(file), None) => GcpIdentity::KeyFile { path: resolve_path(base, &file) },
+        (None, Some(u)) => {
+            let link_local = url::Url::parse(&u)
+                .is_ok_and(|v| matches!(v.host(), Some(url::Host::Ipv4(ip)) if ip.is_link_local()) || v.host_str() == Some("metadata.google.internal"));
+            let base_url = if link_local { url::Url::parse(&u).ok() } else { https_url(p, &format!("{path}.metadata_url"), &u, true) };
+            GcpIdentity::Metadata { base_url: base_url.unwrap_or_else(crate::providers::gcp::identity::default_metadata_url) }
+        }
+        (None, None) => GcpIdentity::Metadata { base_url: crate::providers::gcp::identity::default_metadata_url() },
+    }
+}
+
+fn gcp_endpoint(p: &mut Problems, path: &str, endpoint_url: Option<String>, default: &str) -> url::Url {
+    let fallback = || url::Url::parse(default).expect("static URL");
+    match endpoint_url {
+        Some(u) => https_url(p, &format!("{path}.endpoint_url"), &u, true).unwrap_or_else(fallback),
+        None => fallback(),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod alert;
 pub mod aws_secrets_manager;
 pub mod cache;
 pub mod env;
+pub mod gcp;
 pub mod oauth2;
 pub mod retry;
 pub mod rotation;
