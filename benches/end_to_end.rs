@@ -61,6 +61,13 @@ use pki::TestCa;
 use upstream::HttpsUpstream;
 
 const HOST: &str = "api.bench.test";
+/// The AWS path: an S3 bucket host, signed with STS session credentials from a local fake STS.
+const AWS_HOST: &str = "bench-data.s3.us-east-1.amazonaws.com";
+const AWS_PATHS: &[&str] =
+    &["/reports/q1.csv", "/reports/q2.csv", "/reports/q3.csv", "/reports/q4.csv", "/logs/a.json", "/logs/b.json", "/img/x.png", "/img/y.png"];
+/// What the agent's SDK sends: a SigV4 header made with the placeholder key id.
+const AWS_PLACEHOLDER_AUTH: &str = "AWS4-HMAC-SHA256 Credential=credential-broker-placeholder/20261130/us-east-1/s3/aws4_request, \
+                                    SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=0000";
 const PLACEHOLDER: &str = "credential-broker-placeholder";
 const FAKE_TOKEN: &str = "fake-bench-token-5d1c9e0a7b3f";
 const TOKEN_VAR: &str = "CB_BENCH_FAKE_TOKEN";
@@ -84,6 +91,11 @@ default decision := {"allow": false, "reason": "only GET requests are allowed"}
 
 decision := {"allow": true, "reason": "bench: every GET is allowed", "ttl_seconds": 600} if {
     input.scope.action == "http:GET"
+}
+
+decision := {"allow": true, "reason": "bench: objects of the bench bucket", "ttl_seconds": 600} if {
+    input.scope.action == "s3:GetObject"
+    startswith(input.scope.resource, "arn:aws:s3:::bench-data/")
 }
 "#;
 
@@ -110,6 +122,8 @@ enum Kind {
     Direct,
     Proxy,
     Endpoint,
+    /// CONNECT to an S3 host; the broker classifies, re-signs with a cached STS session.
+    Aws,
 }
 
 impl Kind {
@@ -118,6 +132,7 @@ impl Kind {
             Kind::Direct => "direct   (TLS → upstream)",
             Kind::Proxy => "proxy    (CONNECT+TLS → broker → TLS)",
             Kind::Endpoint => "endpoint (HTTP → broker → TLS)",
+            Kind::Aws => "aws      (CONNECT+TLS → broker, SigV4 → TLS)",
         }
     }
 }
@@ -144,10 +159,11 @@ impl Settings {
                     "direct" => Ok(Kind::Direct),
                     "proxy" => Ok(Kind::Proxy),
                     "endpoint" => Ok(Kind::Endpoint),
-                    other => bail!("CB_BENCH_SCENARIOS: unknown scenario {other:?} (direct, proxy, endpoint)"),
+                    "aws" => Ok(Kind::Aws),
+                    other => bail!("CB_BENCH_SCENARIOS: unknown scenario {other:?} (direct, proxy, endpoint, aws)"),
                 })
                 .collect::<Result<Vec<_>>>()?,
-            _ => vec![Kind::Direct, Kind::Proxy, Kind::Endpoint],
+            _ => vec![Kind::Direct, Kind::Proxy, Kind::Endpoint, Kind::Aws],
         };
         let broker_log = std::env::var("CB_BENCH_BROKER_LOG").unwrap_or_else(|_| "info".into());
         let audit_dir = std::env::var_os("CB_BENCH_AUDIT_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
@@ -269,7 +285,7 @@ fn broker_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn write_broker_config(dir: &Path, upstream: SocketAddr, upstream_ca: &Path, audit: &Path, log_level: &str) -> Result<PathBuf> {
+fn write_broker_config(dir: &Path, upstream: SocketAddr, upstream_ca: &Path, audit: &Path, log_level: &str, sts: SocketAddr) -> Result<PathBuf> {
     let policy = dir.join("policy.rego");
     std::fs::write(&policy, POLICY)?;
     let config = format!(
@@ -287,8 +303,14 @@ routes:
     endpoint: {{listen: "127.0.0.1:0", upstream: "https://{HOST}"}}
     provider: bench-env
     inject: {{header: {{name: Authorization, format: "Bearer {{secret}}", placeholder: {PLACEHOLDER}}}}}
+  - name: aws
+    hosts: ["*.amazonaws.com"]
+    connect_to: "{upstream}"
+    provider: sts
+    inject: {{sigv4: {{account_id: "123456789012", placeholder_access_key_id: {PLACEHOLDER}}}}}
 providers:
   bench-env: {{type: env, variable: {TOKEN_VAR}}}
+  sts: {{type: sts, role_arn: "arn:aws:iam::123456789012:role/bench", region: us-east-1, endpoint_url: "http://{sts}"}}
 policy: {{file: "{policy}"}}
 audit: {{path: "{audit}"}}
 logging: {{format: json, level: {log_level}}}
@@ -313,6 +335,10 @@ fn start_broker(bin: &Path, dir: &Path, config: &Path) -> Result<(BrokerProcess,
         .arg("--addresses-file")
         .arg(&addresses_file)
         .env(TOKEN_VAR, FAKE_TOKEN)
+        // Base credentials for the fake STS (it checks nothing).
+        .env("AWS_ACCESS_KEY_ID", "AKIABENCHBASE0000000")
+        .env("AWS_SECRET_ACCESS_KEY", "bench-base-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("CREDENTIAL_BROKER_CONFIG")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log)?)
@@ -345,8 +371,8 @@ fn client_tls(ca_pem_file: &Path) -> Result<Arc<rustls::ClientConfig>> {
 enum Dial {
     /// TLS straight to the upstream.
     Tls { addr: SocketAddr, tls: Arc<rustls::ClientConfig> },
-    /// CONNECT through the broker's proxy port, then TLS to the broker's leaf.
-    Connect { proxy: SocketAddr, tls: Arc<rustls::ClientConfig> },
+    /// CONNECT through the broker's proxy port, then TLS to the broker's leaf for `host`.
+    Connect { proxy: SocketAddr, tls: Arc<rustls::ClientConfig>, host: &'static str },
     /// Plain HTTP to an endpoint listener.
     Plain { addr: SocketAddr },
 }
@@ -361,8 +387,8 @@ async fn handshake<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: T) ->
     Ok(sender)
 }
 
-async fn tls_handshake(tcp: TcpStream, tls: &Arc<rustls::ClientConfig>) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let name = ServerName::try_from(HOST)?;
+async fn tls_handshake(tcp: TcpStream, tls: &Arc<rustls::ClientConfig>, host: &'static str) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name = ServerName::try_from(host)?;
     Ok(tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?)
 }
 
@@ -371,12 +397,12 @@ async fn dial(how: &Dial) -> Result<Sender> {
         Dial::Tls { addr, tls } => {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            handshake(tls_handshake(tcp, tls).await?).await
+            handshake(tls_handshake(tcp, tls, HOST).await?).await
         }
-        Dial::Connect { proxy, tls } => {
+        Dial::Connect { proxy, tls, host } => {
             let mut tcp = TcpStream::connect(proxy).await?;
             tcp.set_nodelay(true)?;
-            tcp.write_all(format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").as_bytes()).await?;
+            tcp.write_all(format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n").as_bytes()).await?;
             // Read the response head byte by byte: nothing may be consumed past it.
             let mut head = Vec::with_capacity(128);
             while !head.ends_with(b"\r\n\r\n") {
@@ -393,7 +419,7 @@ async fn dial(how: &Dial) -> Result<Sender> {
             if !status_line.starts_with("HTTP/1.1 200") && !status_line.starts_with("HTTP/1.0 200") {
                 bail!("CONNECT refused: {}", status_line.lines().next().unwrap_or_default());
             }
-            handshake(tls_handshake(tcp, tls).await?).await
+            handshake(tls_handshake(tcp, tls, host).await?).await
         }
         Dial::Plain { addr } => {
             let tcp = TcpStream::connect(addr).await?;
@@ -403,7 +429,17 @@ async fn dial(how: &Dial) -> Result<Sender> {
     }
 }
 
-fn request(path: &str) -> Request<Empty<Bytes>> {
+fn request(path: &str, aws: bool) -> Request<Empty<Bytes>> {
+    if aws {
+        return Request::get(path)
+            .header(header::HOST, AWS_HOST)
+            .header(header::AUTHORIZATION, AWS_PLACEHOLDER_AUTH)
+            .header("x-amz-date", "20261130T120000Z")
+            .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+            .header(header::USER_AGENT, "credential-broker-bench/1")
+            .body(Empty::new())
+            .expect("a valid request");
+    }
     Request::get(path)
         .header(header::HOST, HOST)
         .header(header::AUTHORIZATION, format!("Bearer {PLACEHOLDER}"))
@@ -414,9 +450,9 @@ fn request(path: &str) -> Request<Empty<Bytes>> {
 }
 
 /// One request on a keep-alive connection; Ok(status) once the whole body has been read.
-async fn one(sender: &mut Sender, path: &str) -> Result<StatusCode> {
+async fn one(sender: &mut Sender, path: &str, aws: bool) -> Result<StatusCode> {
     sender.ready().await?;
-    let resp = sender.send_request(request(path)).await?;
+    let resp = sender.send_request(request(path, aws)).await?;
     let status = resp.status();
     resp.into_body().collect().await?;
     Ok(status)
@@ -476,10 +512,12 @@ async fn worker(id: usize, how: Dial, plan: Arc<Plan>) -> WorkerResult {
             }
         }
         let Some(s) = sender.as_mut() else { continue };
-        let path = PATHS[i % PATHS.len()];
+        let aws = how.is_aws();
+        let paths = if aws { AWS_PATHS } else { PATHS };
+        let path = paths[i % paths.len()];
         i += 1;
         let t0 = Instant::now();
-        let result = one(s, path).await;
+        let result = one(s, path, aws).await;
         let done = Instant::now();
         match result {
             Ok(status) if status == StatusCode::OK => {
@@ -690,13 +728,14 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let ca = TestCa::new(dir.path());
-    let upstream = HttpsUpstream::start(&ca, &[HOST]).await;
+    let upstream = HttpsUpstream::start(&ca, &[HOST, AWS_HOST]).await;
+    let sts = start_fake_sts().await?;
     let audit_dir = match &settings.audit_dir {
         Some(parent) => Some(tempfile::tempdir_in(parent).with_context(|| format!("CB_BENCH_AUDIT_DIR={}", parent.display()))?),
         None => None,
     };
     let audit = audit_dir.as_ref().map_or(dir.path(), |d| d.path()).join("audit.jsonl");
-    let config = write_broker_config(dir.path(), upstream.addr, &ca.cert_path, &audit, &settings.broker_log)?;
+    let config = write_broker_config(dir.path(), upstream.addr, &ca.cert_path, &audit, &settings.broker_log, sts)?;
     let (broker, addresses) = start_broker(&bin, dir.path(), &config)?;
     println!(
         "upstream https://{HOST} at {}; broker {} (pid {}) proxy {:?}, endpoint {:?}",
@@ -717,21 +756,28 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<()> {
     for &kind in &settings.scenarios {
         let how = match kind {
             Kind::Direct => Dial::Tls { addr: upstream.addr, tls: upstream_tls.clone() },
-            Kind::Proxy => Dial::Connect { proxy: addresses.proxy.context("the broker has no proxy listener")?, tls: broker_tls.clone() },
+            Kind::Proxy => Dial::Connect { proxy: addresses.proxy.context("the broker has no proxy listener")?, tls: broker_tls.clone(), host: HOST },
+            Kind::Aws => Dial::Connect { proxy: addresses.proxy.context("the broker has no proxy listener")?, tls: broker_tls.clone(), host: AWS_HOST },
             Kind::Endpoint => Dial::Plain { addr: *addresses.endpoints.get("bench").context("the broker has no endpoint listener for route bench")? },
         };
         // Sanity: one request must succeed, and through the broker the upstream must have received
         // the injected credential, not the placeholder.
         upstream.received.lock().unwrap().clear();
         let mut probe = dial(&how).await.with_context(|| format!("{kind:?}: first connection"))?;
-        let status = one(&mut probe, PATHS[0]).await.with_context(|| format!("{kind:?}: first request"))?;
+        let first_path = if kind == Kind::Aws { AWS_PATHS[0] } else { PATHS[0] };
+        let status = one(&mut probe, first_path, kind == Kind::Aws).await.with_context(|| format!("{kind:?}: first request"))?;
         if status != StatusCode::OK {
             bail!("{kind:?}: first request answered HTTP {status}; broker log:\n{}", broker.log_tail());
         }
         drop(probe);
         let seen = upstream.requests().last().and_then(|r| r.authorization.clone()).unwrap_or_default();
-        let expected = if kind == Kind::Direct { format!("Bearer {PLACEHOLDER}") } else { format!("Bearer {FAKE_TOKEN}") };
-        if seen != expected {
+        let expected = match kind {
+            Kind::Direct => format!("Bearer {PLACEHOLDER}"),
+            Kind::Aws => format!("AWS4-HMAC-SHA256 Credential={FAKE_STS_KEY_ID}/"),
+            _ => format!("Bearer {FAKE_TOKEN}"),
+        };
+        let matches = if kind == Kind::Aws { seen.starts_with(&expected) } else { seen == expected };
+        if !matches {
             bail!("{kind:?}: upstream saw Authorization {seen:?}, expected {expected:?}");
         }
         upstream.received.lock().unwrap().clear();
@@ -759,4 +805,42 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<()> {
         bail!("a scenario completed no requests");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fake STS for the AWS scenario: answers every AssumeRole with the same long-lived session, so
+// the scenario measures the broker's warm path (classify, policy, cached session, SigV4, forward).
+
+const FAKE_STS_KEY_ID: &str = "ASIABENCHSESSION0001";
+
+async fn start_fake_sts() -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    let xml = format!(
+                        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult><Credentials>\
+                         <AccessKeyId>{FAKE_STS_KEY_ID}</AccessKeyId><SecretAccessKey>bench-session-secret</SecretAccessKey>\
+                         <SessionToken>bench-session-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>\
+                         <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/bench/s</Arn><AssumedRoleId>AROABENCH:s</AssumedRoleId>\
+                         </AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>bench</RequestId></ResponseMetadata></AssumeRoleResponse>"
+                    );
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder().header("content-type", "text/xml").body(http_body_util::Full::new(Bytes::from(xml))).unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+impl Dial {
+    fn is_aws(&self) -> bool {
+        matches!(self, Dial::Connect { host, .. } if *host == AWS_HOST)
+    }
 }

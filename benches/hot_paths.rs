@@ -180,9 +180,75 @@ fn bench_leaf(c: &mut Criterion) {
     g.finish();
 }
 
+/// The AWS path's per-request work: endpoint resolution + IAM classification, the session policy
+/// that becomes the cache key, and SigV4 re-signing with a (warm) session credential.
+fn bench_aws(c: &mut Criterion) {
+    use credential_broker::classify::aws::{classify, resolve_endpoint, AwsRequest};
+    use credential_broker::inject::sigv4::{sign_request, Payload};
+    use credential_broker::providers::{sts::session_policy, Credential, Secret};
+
+    let mut g = c.benchmark_group("aws");
+    let get = http::Method::GET;
+    let post = http::Method::POST;
+    let no_headers = http::HeaderMap::new();
+    g.bench_function("classify s3 GetObject (virtual-hosted)", |b| {
+        b.iter(|| {
+            let ep = resolve_endpoint(black_box("acme-agent-data.s3.us-east-1.amazonaws.com"), &[]).unwrap();
+            let req = AwsRequest { method: &get, path: "/reports/2026/q3.csv", query: Some("versionId=3"), headers: &no_headers, body: None };
+            classify(black_box(&req), &ep, "123456789012").unwrap()
+        })
+    });
+    let mut json_headers = http::HeaderMap::new();
+    json_headers.insert("x-amz-target", "DynamoDB_20120810.PutItem".parse().unwrap());
+    json_headers.insert("content-type", "application/x-amz-json-1.0".parse().unwrap());
+    let body = br#"{"TableName":"acme-tasks","Item":{"id":{"S":"t-1"},"what":{"S":"summarise the quarter"}}}"#;
+    g.bench_function("classify dynamodb PutItem (JSON body)", |b| {
+        b.iter(|| {
+            let ep = resolve_endpoint(black_box("dynamodb.us-east-1.amazonaws.com"), &[]).unwrap();
+            let req = AwsRequest { method: &post, path: "/", query: None, headers: &json_headers, body: Some(body) };
+            classify(black_box(&req), &ep, "123456789012").unwrap()
+        })
+    });
+    let ep = resolve_endpoint("acme-agent-data.s3.us-east-1.amazonaws.com", &[]).unwrap();
+    let scope = classify(&AwsRequest { method: &get, path: "/reports/q3.csv", query: None, headers: &no_headers, body: None }, &ep, "123456789012").unwrap();
+    g.bench_function("session policy (cache key)", |b| b.iter(|| session_policy(black_box(&scope), None)));
+    let credential = Credential::AwsSession {
+        access_key_id: Secret::new("ASIABENCHMARK0000001"),
+        secret_access_key: Secret::new("bench-secret-access-key-0000000000000000"),
+        session_token: Secret::new("bench-session-token-".repeat(20)),
+    };
+    g.bench_function("sigv4 sign s3 GetObject", |b| {
+        b.iter(|| {
+            let mut req = http::Request::builder()
+                .method("GET")
+                .uri("https://acme-agent-data.s3.us-east-1.amazonaws.com/reports/q3.csv")
+                .header("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+                .header("user-agent", "aws-cli/1.46 botocore/1.44")
+                .body(())
+                .unwrap();
+            sign_request(&mut req, &credential, "s3", "us-east-1", &Payload::S3ClientDeclared("UNSIGNED-PAYLOAD".into())).unwrap();
+            req
+        })
+    });
+    g.bench_function("sigv4 sign dynamodb PutItem (hash body)", |b| {
+        b.iter(|| {
+            let mut req = http::Request::builder()
+                .method("POST")
+                .uri("https://dynamodb.us-east-1.amazonaws.com/")
+                .header("x-amz-target", "DynamoDB_20120810.PutItem")
+                .header("content-type", "application/x-amz-json-1.0")
+                .body(())
+                .unwrap();
+            sign_request(&mut req, &credential, "dynamodb", "us-east-1", &Payload::Buffered(body)).unwrap();
+            req
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_classify, bench_policy, bench_leaf
+    targets = bench_classify, bench_policy, bench_leaf, bench_aws
 }
 criterion_main!(benches);

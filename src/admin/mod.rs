@@ -172,7 +172,10 @@ struct RotateRequest {
 
 async fn rotate(broker: &Broker, secret_id: &str, provider_name: &str, request_id: &str) -> Result<serde_json::Value, AdminError> {
     let provider = broker.providers.get(provider_name).ok_or_else(|| AdminError::UnknownProvider(provider_name.to_string()))?;
-    let result = provider.rotate(secret_id).await;
+    // Rotate, then drop every cached lease of this provider so the old value is never served again.
+    let result = crate::providers::rotation::rotate_and_drop(provider.as_ref(), &broker.cache, secret_id).await;
+    let dropped = result.as_ref().map(Vec::len).unwrap_or(0);
+    let result = result.map(|_| ());
     let mut record = AuditRecord::new(AuditEvent::Rotate, request_id, &broker.identity.agent_id, &broker.identity.tenant);
     record.provider = Some(provider_name.to_string());
     record.decision = Some(if result.is_ok() { "rotated" } else { "failed" }.into());
@@ -182,7 +185,7 @@ async fn rotate(broker: &Broker, secret_id: &str, provider_name: &str, request_i
     });
     broker.audit(record).await.map_err(|e| AdminError::AuditUnavailable(e.to_string()))?;
     match result {
-        Ok(()) => Ok(json!({"rotated": secret_id, "provider": provider_name})),
+        Ok(()) => Ok(json!({"rotated": secret_id, "provider": provider_name, "cached_leases_dropped": dropped})),
         Err(e) if e.retryable => Err(AdminError::ProviderUnavailable { provider: provider_name.into(), message: e.message }),
         Err(e) => Err(AdminError::ProviderRefused { provider: provider_name.into(), message: e.message }),
     }
