@@ -13,7 +13,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -56,6 +58,8 @@ impl From<&crate::config::AuditConfig> for WriterOptions {
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
     path: PathBuf,
+    /// Whether the last batch reached the disk; records not waited for are refused while not.
+    healthy: Arc<AtomicBool>,
 }
 
 impl AuditLog {
@@ -82,9 +86,22 @@ impl AuditLog {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let next_index = rotated.last().map_or(1, |(i, _)| i + 1);
         let (tx, rx) = mpsc::channel::<Job>();
-        let mut chain = Chain { file, path: path.to_path_buf(), seq, prev_hash, size, next_index, options };
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut chain = Chain { file, path: path.to_path_buf(), seq, prev_hash, size, next_index, options, healthy: healthy.clone() };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || chain.run(rx)).map_err(|e| write_err(path, &e))?;
-        Ok(AuditLog { tx, path: path.to_path_buf() })
+        Ok(AuditLog { tx, path: path.to_path_buf(), healthy })
+    }
+
+    /// Queue a record without waiting for its fsync: it is chained in order and made durable by
+    /// the next batch (milliseconds later). For records whose loss in a crash releases nothing —
+    /// the use of an already-recorded credential — so the request does not pay a disk flush.
+    /// While the log cannot be written, this refuses, so the broker still fails closed.
+    pub fn append_in_background(&self, record: AuditRecord) -> Result<(), AuditError> {
+        if !self.healthy.load(Ordering::Acquire) {
+            return Err(AuditError::Write { path: self.path.display().to_string(), reason: "the last write failed".into() });
+        }
+        let (done, _) = oneshot::channel();
+        self.tx.send((record, done)).map_err(|_| AuditError::Stopped)
     }
 
     /// Append a record and wait until it is durable. Returns its sequence number.
@@ -109,6 +126,7 @@ struct Chain {
     /// The suffix the current file gets when it is rotated.
     next_index: u64,
     options: WriterOptions,
+    healthy: Arc<AtomicBool>,
 }
 
 impl Chain {
@@ -117,6 +135,7 @@ impl Chain {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
             let result = self.write_batch(&batch);
+            self.healthy.store(result.iter().all(Result::is_ok), Ordering::Release);
             for ((_, done), r) in batch.into_iter().zip(result) {
                 let _ = done.send(r);
             }
@@ -276,4 +295,35 @@ fn last_link(path: &Path) -> Result<(u64, String), AuditError> {
 
 fn write_err(path: &Path, e: &std::io::Error) -> AuditError {
     AuditError::Write { path: path.display().to_string(), reason: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::AuditEvent;
+
+    fn record(id: &str) -> AuditRecord {
+        AuditRecord::new(AuditEvent::Allow, id, "agent-1", "acme")
+    }
+
+    #[tokio::test]
+    async fn background_records_keep_their_place_in_the_chain_and_refuse_once_writes_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("audit");
+        let path = sub.join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.append_in_background(record("r1")).unwrap();
+        log.append(record("r2")).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<String> =
+            text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ids, ["r1", "r2"], "queued first, chained first, durable with the awaited one");
+        assert!(crate::audit::verify::verify_text(&text).is_ok());
+
+        // The directory is gone: the awaited write fails, and from then on records that are not
+        // waited for are refused too, so requests fail closed instead of going unrecorded.
+        std::fs::remove_dir_all(&sub).unwrap();
+        assert!(log.append(record("r3")).await.is_err());
+        assert!(log.append_in_background(record("r4")).is_err());
+    }
 }

@@ -106,6 +106,19 @@ impl CertificateAuthority {
     }
 
     fn mint_leaf(&self, host: &str) -> Result<Leaf, CaError> {
+        let (cert, key) = self.sign_leaf(host)?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert, self.cert_der.clone()], key_der)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Refresh well before expiry so no client is handed a leaf about to lapse.
+        Ok(Leaf { config: Arc::new(config), refresh_at: SystemTime::now() + self.leaf_ttl / 2 })
+    }
+
+    /// A fresh key and a short-lived certificate for `host`, signed by this CA.
+    fn sign_leaf(&self, host: &str) -> Result<(CertificateDer<'static>, KeyPair), CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![SanType::DnsName(host.try_into()?)];
@@ -120,14 +133,7 @@ impl CertificateAuthority {
         params.not_after = (now + self.leaf_ttl).into();
         params.serial_number = Some(random_serial());
         let cert = params.signed_by(&key, &self.issuer)?;
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone(), self.cert_der.clone()], key_der)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        // Refresh well before expiry so no client is handed a leaf about to lapse.
-        Ok(Leaf { config: Arc::new(config), refresh_at: now + self.leaf_ttl / 2 })
+        Ok((cert.der().clone(), key))
     }
 }
 
@@ -156,5 +162,25 @@ mod tests {
         let other = ca.server_config("b.example.test").await.unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
         assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    /// The name constraints are what make trusting this CA safe: a standard verifier (webpki, as
+    /// rustls and most clients use) rejects any certificate it signs for a host outside them.
+    #[test]
+    fn certificates_outside_the_routed_names_do_not_verify() {
+        let ca = CertificateAuthority::generate(&["example.test".into()], Duration::from_secs(3600)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        use rustls::client::danger::ServerCertVerifier as _;
+        let verify = |host: &str| {
+            let (leaf, _) = ca.sign_leaf(host).unwrap();
+            let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+            verifier.verify_server_cert(&leaf, &[], &name, &[], rustls::pki_types::UnixTime::now())
+        };
+        assert!(verify("api.example.test").is_ok());
+        let err = verify("www.bank.test").unwrap_err();
+        assert!(format!("{err:?}").contains("NameConstraint"), "{err:?}");
     }
 }
