@@ -709,8 +709,14 @@ fn print_table(stats: &[Stats], settings: &Settings) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() -> Result<()> {
-    // `cargo bench` passes `--bench` (and any filter) to every bench target; nothing to parse here.
-    let settings = Settings::from_env()?;
+    // `cargo bench` passes `--bench`. Without it (`cargo test --all-targets`, as CI runs) this is a
+    // smoke run: every scenario end to end, a few requests each, so the harness itself is tested.
+    let mut settings = Settings::from_env()?;
+    if !std::env::args().any(|a| a == "--bench") {
+        settings.connections = 2;
+        settings.measure = Measure::Requests(40);
+        settings.warmup = Duration::ZERO;
+    }
     let bin = broker_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(settings, bin))
