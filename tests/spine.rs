@@ -145,6 +145,7 @@ credentials:
   refresh_before_expiry_seconds: {refresh}
   retry: {{max_retries: 3, base_delay_ms: 20, max_delay_ms: 100}}
 audit: {{path: {dir}/audit.jsonl}}
+limits: {{header_read_timeout_ms: 1000, request_timeout_ms: 3000}}
 logging: {{format: json}}
 "#,
         dir = dir.display(),
@@ -566,4 +567,29 @@ async fn websocket_upgrades_pass_through_with_the_credential() {
     assert_eq!(&echo, b"hello through the tunnel");
     let seen = s.upstream.requests();
     assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {}", s.idp().issued()[0]).as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_and_slow_upstreams_are_cut_off_by_the_configured_timeouts() {
+    let s = Spine::start(Options::default()).await;
+    // A client that never finishes its headers (slowloris) is disconnected after
+    // header_read_timeout (1 s here) instead of holding a connection slot forever.
+    let proxy = s.broker.addresses.proxy.unwrap();
+    let started = std::time::Instant::now();
+    let mut conn = TcpStream::connect(proxy).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(b"GET http://api.github.test/repos/acme/a HTTP/1.1\r\nHost: api.github.test\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = conn.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // An upstream that does not answer within request_timeout (3 s here): 504 with a JSON body.
+    let (status, body) = s.curl(&[], "/repos/acme/slow");
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(json_body(&body)["error"], "upstream_timeout");
+    // And the broker still serves.
+    assert_eq!(s.curl(&[], "/repos/acme/a").0, 200);
 }

@@ -36,7 +36,12 @@ impl Drop for HttpsUpstream {
 
 impl HttpsUpstream {
     pub async fn start(ca: &TestCa, names: &[&str]) -> HttpsUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(ca, names, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Listens on `addr` (e.g. a veth address that a network namespace reaches).
+    pub async fn start_on(ca: &TestCa, names: &[&str], addr: SocketAddr) -> HttpsUpstream {
+        let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("binding the test upstream on {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(names));
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -71,6 +76,10 @@ async fn answer(rec: Arc<Mutex<Vec<Received>>>, mut req: Request<Incoming>) -> R
     }
     if req.uri().path().ends_with("/events") {
         return Ok(server_sent_events());
+    }
+    if req.uri().path().ends_with("/slow") {
+        // Slower than any test's request timeout.
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
