@@ -144,6 +144,12 @@ async fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result
                 crate::providers::gcp::GcpAccessTokenProvider::new(name, settings.clone(), client.clone(), settings.timeout)
                     .with_context(|| format!("providers.{name}"))?,
             ),
+            ProviderConfig::AzureKeyVault(settings) => Arc::new(
+                crate::providers::azure::AzureKeyVaultProvider::new(name, settings.clone(), client.clone()).with_context(|| format!("providers.{name}"))?,
+            ),
+            ProviderConfig::AzureAccessToken(settings) => Arc::new(
+                crate::providers::azure::AzureAccessTokenProvider::new(name, settings.clone(), client.clone()).with_context(|| format!("providers.{name}"))?,
+            ),
         };
         out.insert(name.clone(), provider);
     }

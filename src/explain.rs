@@ -66,6 +66,8 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
         Some(ProviderConfig::GcpSecretManager(settings)) => crate::providers::gcp::secret_credential_scope(settings),
         Some(ProviderConfig::GcpAccessToken(s)) => oauth2::credential_scope(&s.scopes, &s.scopes_by_method, &method),
         Some(ProviderConfig::AwsSecretsManager(settings)) => crate::providers::aws_secrets_manager::credential_scope(settings),
+        Some(ProviderConfig::AzureKeyVault(settings)) => crate::providers::azure::key_vault::credential_scope(settings),
+        Some(ProviderConfig::AzureAccessToken(settings)) => settings.scope.clone(),
         Some(ProviderConfig::Sts(_)) | None => String::new(),
     };
     Ok(json!({

@@ -127,6 +127,8 @@ pub enum ProviderConfig {
     AwsSecretsManager(AwsSecretsManagerSettings),
     GcpSecretManager(GcpSecretManagerSettings),
     GcpAccessToken(GcpAccessTokenSettings),
+    AzureKeyVault(AzureKeyVaultSettings),
+    AzureAccessToken(AzureAccessTokenSettings),
 }
 
 /// One Secrets Manager secret (or one JSON key of it), read with the broker's own AWS identity.
@@ -183,6 +185,46 @@ pub struct GcpAccessTokenSettings {
     pub timeout: Duration,
 }
 
+/// The broker's own Azure (Entra ID) identity.
+#[derive(Debug, Clone)]
+pub enum AzureIdentity {
+    /// Workload identity federation (AKS): the projected service-account token is the client assertion.
+    WorkloadIdentity { authority_host: url::Url, tenant_id: String, client_id: String, token_file: PathBuf },
+    /// A managed identity through IMDS: system-assigned, or the user-assigned one named by `client_id`.
+    ManagedIdentity { endpoint: url::Url, client_id: Option<String> },
+}
+
+/// How `rotate` makes a Key Vault secret's next value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AzureSecretGenerator {
+    /// 32 random bytes, base64url without padding (43 characters).
+    RandomBase64Url32,
+}
+
+/// One Key Vault secret, latest or a pinned version.
+#[derive(Debug, Clone)]
+pub struct AzureKeyVaultSettings {
+    /// `https://{vault}.vault.azure.net` (or a sovereign cloud's suffix).
+    pub vault_url: url::Url,
+    pub secret: String,
+    /// A 32-hex-digit version; None reads the latest.
+    pub version: Option<String>,
+    pub ttl: Duration,
+    /// None: `rotate` through the broker is refused.
+    pub rotation_generator: Option<AzureSecretGenerator>,
+    pub identity: AzureIdentity,
+    pub timeout: Duration,
+}
+
+/// Entra ID access tokens for one resource (`{resource}/.default`).
+#[derive(Debug, Clone)]
+pub struct AzureAccessTokenSettings {
+    /// Always ends in `/.default`: the client-credentials flow can only ask for a resource's roles.
+    pub scope: String,
+    pub identity: AzureIdentity,
+    pub timeout: Duration,
+}
+
 /// AssumeRole with an inline session policy per request scope.
 #[derive(Debug, Clone)]
 pub struct StsSettings {
@@ -204,6 +246,8 @@ impl ProviderConfig {
             ProviderConfig::AwsSecretsManager(_) => "aws_secrets_manager",
             ProviderConfig::GcpSecretManager(_) => "gcp_secret_manager",
             ProviderConfig::GcpAccessToken(_) => "gcp_access_token",
+            ProviderConfig::AzureKeyVault(_) => "azure_key_vault",
+            ProviderConfig::AzureAccessToken(_) => "azure_access_token",
         }
     }
 }

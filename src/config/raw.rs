@@ -182,6 +182,50 @@ pub enum RawProvider {
         metadata_url: Option<String>,
         endpoint_url: Option<String>,
     },
+    /// An Azure Key Vault secret (`GET {vault}/secrets/{name}/{version}`).
+    #[serde(rename = "azure_key_vault")]
+    AzureKeyVault {
+        vault_url: String,
+        secret: String,
+        version: Option<String>,
+        ttl_seconds: Option<u64>,
+        rotation_generator: Option<String>,
+        identity: Option<RawAzureIdentity>,
+    },
+    /// An Entra ID access token for one resource (`scope: {resource}/.default`, or `resource`).
+    #[serde(rename = "azure_access_token")]
+    AzureAccessToken {
+        scope: Option<String>,
+        resource: Option<String>,
+        identity: Option<RawAzureIdentity>,
+    },
+}
+
+/// Exactly one of the two: the broker's own Azure identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureIdentity {
+    pub workload_identity: Option<RawAzureWorkloadIdentity>,
+    pub managed_identity: Option<RawAzureManagedIdentity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureWorkloadIdentity {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// The projected service-account token (`$AZURE_FEDERATED_TOKEN_FILE` on AKS).
+    pub token_file: String,
+    pub authority_host: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureManagedIdentity {
+    /// A user-assigned identity's client id; omit for the system-assigned identity.
+    pub client_id: Option<String>,
+    /// IMDS base URL override (tests); default `http://169.254.169.254`.
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::raw::*;
 use super::*;
 
+mod azure;
+
 /// A host name pattern: `api.example.com` or `*.example.com` (any subdomain, not the apex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
@@ -364,6 +366,16 @@ fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode
                 let timeout = Duration::from_secs(10);
                 ProviderConfig::GcpAccessToken(GcpAccessTokenSettings { service_account, scopes, scopes_by_method, identity, endpoint_url, timeout })
             }
+            RawProvider::AzureKeyVault { vault_url, secret, version, ttl_seconds, rotation_generator, identity } => {
+                match azure::key_vault(p, &path, base, vault_url, secret, version, ttl_seconds, rotation_generator, identity) {
+                    Some(settings) => ProviderConfig::AzureKeyVault(settings),
+                    None => continue,
+                }
+            }
+            RawProvider::AzureAccessToken { scope, resource, identity } => match azure::access_token(p, &path, base, scope, resource, identity) {
+                Some(settings) => ProviderConfig::AzureAccessToken(settings),
+                None => continue,
+            },
         };
         out.insert(name, validated);
     }

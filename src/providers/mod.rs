@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod aws_secrets_manager;
+pub mod azure;
 pub mod cache;
 pub mod env;
 pub mod gcp;
