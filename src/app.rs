@@ -12,13 +12,15 @@ use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::listener::{self, accept_loop, endpoint, forward, Drain};
+use crate::listener::{self, accept_loop, endpoint, forward, health, transparent, Drain};
 
 /// The addresses actually bound (useful with port 0), written to `--addresses-file`.
 #[derive(Debug, Serialize)]
 pub struct BoundAddresses {
     pub proxy: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    pub transparent: Option<SocketAddr>,
+    pub health: Option<SocketAddr>,
     pub endpoints: BTreeMap<String, SocketAddr>,
     pub ca_cert: String,
 }
@@ -35,13 +37,38 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
     let proxy_builder = Arc::new(listener::server_builder(&config.limits, true));
     let endpoint_builder = Arc::new(listener::server_builder(&config.limits, false));
     let mut tasks = Vec::new();
-    let mut bound = BoundAddresses { proxy: None, admin: None, endpoints: BTreeMap::new(), ca_cert: config.tls.ca_cert_path.display().to_string() };
+    let mut bound = BoundAddresses {
+        proxy: None,
+        admin: None,
+        transparent: None,
+        health: None,
+        endpoints: BTreeMap::new(),
+        ca_cert: config.tls.ca_cert_path.display().to_string(),
+    };
 
     if let Some(addr) = config.listeners.proxy {
         let l = bind(addr, "proxy").await?;
         bound.proxy = Some(l.local_addr()?);
         let (b, d, builder) = (broker.clone(), drain.clone(), proxy_builder.clone());
         tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "proxy", move |stream, _| forward::serve(b.clone(), builder.clone(), d.clone(), stream))));
+    }
+    if let Some(addr) = config.listeners.transparent {
+        let l = bind(addr, "transparent").await?;
+        bound.transparent = Some(l.local_addr()?);
+        let (b, d, builder) = (broker.clone(), drain.clone(), proxy_builder.clone());
+        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "transparent", move |stream, peer| {
+            transparent::serve(b.clone(), builder.clone(), d.clone(), stream, peer)
+        })));
+    }
+    if let Some(addr) = config.listeners.health {
+        let l = bind(addr, "health").await?;
+        bound.health = Some(l.local_addr()?);
+        let (b, d, builder) = (broker.clone(), drain.clone(), endpoint_builder.clone());
+        // Like the admin port: its own budget, so agents cannot starve the kubelet's probes.
+        tasks.push(tokio::spawn(accept_loop(l, Arc::new(Semaphore::new(16)), "health", move |stream, _| {
+            let (b, d, builder) = (b.clone(), d.clone(), builder.clone());
+            async move { listener::serve_connection(builder, stream, &d, move |req| health::handle(b.clone(), req)).await }
+        })));
     }
     for route in &config.routes {
         let Some(target) = endpoint::endpoint_target(route) else { continue };
@@ -65,7 +92,7 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
     }
     tasks.push(crate::policy::spawn_reloader(broker.policy.clone(), config.policy.reload_interval));
 
-    tracing::info!(proxy = ?bound.proxy, admin = ?bound.admin, endpoints = ?bound.endpoints, ca_cert = %bound.ca_cert, audit = %config.audit.path.display(), "credential-broker listening");
+    tracing::info!(proxy = ?bound.proxy, admin = ?bound.admin, transparent = ?bound.transparent, health = ?bound.health, endpoints = ?bound.endpoints, ca_cert = %bound.ca_cert, audit = %config.audit.path.display(), "credential-broker listening");
     if let Some(path) = addresses_file {
         std::fs::write(path, serde_json::to_vec_pretty(&bound)?).with_context(|| format!("writing {}", path.display()))?;
     }

@@ -42,6 +42,25 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Install the transparent-mode nat rules (run once per pod, with NET_ADMIN): outbound TCP to
+    /// --ports goes to the broker's transparent listener, except the broker's own UID and loopback.
+    IptablesInit {
+        /// The transparent listener's port.
+        #[arg(long, default_value_t = 15006)]
+        proxy_port: u16,
+        /// Destination ports to redirect, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "80,443,5432")]
+        ports: Vec<u16>,
+        /// The UID the broker runs as; its traffic is never redirected.
+        #[arg(long, default_value_t = 15100)]
+        exclude_uid: u32,
+        /// The iptables binary (iptables, iptables-legacy, iptables-nft).
+        #[arg(long, default_value = "iptables")]
+        iptables: String,
+        /// Print the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]

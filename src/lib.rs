@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod explain;
 pub mod inject;
+pub mod iptables;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

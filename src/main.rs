@@ -101,6 +101,34 @@ fn main() -> ExitCode {
             }
         }
         Command::Grants { command } => grants(command),
+        Command::IptablesInit { proxy_port, ports, exclude_uid, iptables, dry_run } => {
+            iptables_init(credential_broker::iptables::RedirectSpec { proxy_port, ports, exclude_uid, binary: iptables }, dry_run)
+        }
+    }
+}
+
+/// `iptables-init`: print or install the transparent-mode rules.
+fn iptables_init(spec: credential_broker::iptables::RedirectSpec, dry_run: bool) -> ExitCode {
+    use credential_broker::iptables;
+    if let Err(e) = spec.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if dry_run {
+        print!("{}", iptables::dry_run(&spec));
+        return ExitCode::SUCCESS;
+    }
+    match iptables::apply(&spec) {
+        Ok(ran) => {
+            for command in ran {
+                println!("{command}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -50,6 +50,10 @@ pub struct IdentityConfig {
 pub struct Listeners {
     pub proxy: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// The transparent listener (iptables REDIRECT target); None when off.
+    pub transparent: Option<SocketAddr>,
+    /// Probes only (`/healthz`, `/readyz`), no admin API; None when off.
+    pub health: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -52,6 +52,10 @@ pub struct RawIdentity {
 pub struct RawListeners {
     pub proxy: Option<String>,
     pub admin: Option<String>,
+    /// Connections redirected here by iptables (`credential-broker iptables-init`); off by default.
+    pub transparent: Option<String>,
+    /// `/healthz` and `/readyz` only, for kubelet probes on the pod IP; off by default.
+    pub health: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -126,6 +126,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
     let listeners = Listeners {
         proxy: socket_addr(&mut p, "listeners.proxy", raw.listeners.proxy.as_deref().unwrap_or("127.0.0.1:15001")),
         admin: socket_addr(&mut p, "listeners.admin", raw.listeners.admin.as_deref().unwrap_or("127.0.0.1:15000")),
+        transparent: raw.listeners.transparent.as_deref().and_then(|v| socket_addr(&mut p, "listeners.transparent", v)),
+        health: raw.listeners.health.as_deref().and_then(|v| socket_addr(&mut p, "listeners.health", v)),
     };
 
     let tls = TlsConfig {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use super::{serve_connection, Drain};
@@ -19,11 +20,20 @@ pub async fn intercept(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExec
         Ok(u) => u,
         Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
     };
+    intercept_stream(broker, builder, drain, target, TokioIo::new(upgraded)).await;
+}
+
+/// Terminate TLS on an agent stream (a CONNECT tunnel, or a transparently redirected connection
+/// whose ClientHello is replayed) and handle the requests inside for `target`.
+pub async fn intercept_stream<I>(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, target: Arc<Target>, io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = match broker.ca.server_config(&target.host).await {
         Ok(c) => c,
         Err(e) => return tracing::error!(host = %target.host, error = %e, "cannot mint a leaf certificate"),
     };
-    let handshake = TlsAcceptor::from(config).accept(TokioIo::new(upgraded));
+    let handshake = TlsAcceptor::from(config).accept(io);
     let tls = match tokio::time::timeout(broker.config.limits.header_read_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return tracing::warn!(host = %target.host, error = %e, "agent TLS handshake failed (does it trust the broker CA?)"),

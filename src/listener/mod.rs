@@ -1,9 +1,14 @@
-//! Listeners: the forward proxy, endpoint listeners, and the accept loop they share.
+//! Listeners: the forward proxy, endpoint listeners, the transparent listener, health probes,
+//! and the accept loop they share.
 
 pub mod drain;
 pub mod endpoint;
 pub mod forward;
+pub mod health;
 mod intercept;
+mod rewind;
+pub mod sni;
+pub mod transparent;
 
 use std::future::Future;
 use std::net::SocketAddr;

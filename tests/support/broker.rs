@@ -11,6 +11,10 @@ use serde::Deserialize;
 pub struct Addresses {
     pub proxy: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    #[serde(default)]
+    pub transparent: Option<SocketAddr>,
+    #[serde(default)]
+    pub health: Option<SocketAddr>,
     pub endpoints: std::collections::BTreeMap<String, SocketAddr>,
     pub ca_cert: PathBuf,
 }
@@ -43,13 +47,26 @@ impl Broker {
     /// Writes `config_yaml` to `dir/config.yaml` and starts the broker with it. `env` is added to the
     /// broker's environment (e.g. the dev provider's variable).
     pub fn start(dir: &Path, config_yaml: &str, env: &[(&str, &str)]) -> Broker {
+        Self::start_wrapped(dir, config_yaml, env, &[])
+    }
+
+    /// Like [`Broker::start`], with the binary run through `wrapper` (e.g. `ip netns exec NS
+    /// setpriv --reuid …`, each of which execs the next, so the child is still the broker).
+    pub fn start_wrapped(dir: &Path, config_yaml: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Broker {
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config_yaml).unwrap();
         let addresses_file = dir.join("addresses.json");
         let _ = std::fs::remove_file(&addresses_file);
         let log_path = dir.join("broker.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
-        let mut cmd = Command::new(binary());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary());
+                cmd
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("run").arg("--config").arg(&config_path).arg("--addresses-file").arg(&addresses_file);
         cmd.env("CREDENTIAL_BROKER_LOG", "debug,hyper=info,rustls=info,h2=info");
         for (k, v) in env {

@@ -1,0 +1,249 @@
+//! The transparent listener: connections that iptables REDIRECTed here (`credential-broker
+//! iptables-init`), so agents need no proxy settings. The original destination comes from
+//! `SO_ORIGINAL_DST`; the first bytes say what the agent speaks and to whom:
+//!
+//! - TLS: the ClientHello's server name decides, exactly like `CONNECT host:port` on the forward
+//!   proxy: routed hosts are intercepted, passthrough hosts tunnelled, everything else refused.
+//! - HTTP: the `Host` header decides; routed hosts get the forward proxy's cleartext refusal
+//!   unless the route allows plaintext upstreams.
+//! - anything else: closed (default deny).
+//!
+//! The bytes read to decide are replayed ([`Rewind`]), so the TLS acceptor or the upstream sees the
+//! connection from its first byte. Passthrough tunnels dial the *named* host, not the original
+//! address, so an agent cannot reach an arbitrary address by claiming an allowed name.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::rewind::Rewind;
+use super::sni::{parse_client_hello, starts_like_tls, ClientHello};
+use super::{intercept, serve_connection, Drain};
+use crate::broker::Broker;
+use crate::pipeline::{self, new_request_id, BrokerError, Target};
+use crate::upstream::Body;
+
+/// The most a ClientHello may take before the connection is given up on (several records).
+const MAX_CLIENT_HELLO_BYTES: usize = 64 * 1024;
+
+/// A fatal TLS alert `access_denied`, sent in the clear before any handshake: what an unrouted
+/// server name gets, so the agent's TLS library reports a refusal rather than a reset.
+const TLS_ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
+
+/// Why a redirected connection is closed without being handled.
+#[derive(Debug, thiserror::Error)]
+enum Rejected {
+    #[error("no original destination (not redirected by iptables?): {0}")]
+    NoOriginalDestination(io::Error),
+    #[error("connection addressed to the transparent listener itself; only iptables-redirected traffic is handled")]
+    AddressedToSelf,
+    #[error("no TLS ClientHello or HTTP request within the header timeout")]
+    Timeout,
+    #[error("reading the first bytes failed: {0}")]
+    Read(io::Error),
+    #[error("connection closed before a ClientHello or HTTP request")]
+    Closed,
+    #[error("malformed TLS ClientHello: {0}")]
+    MalformedHello(&'static str),
+    #[error("TLS ClientHello without a server name; cannot tell which host is meant")]
+    NoServerName,
+    #[error("malformed or oversized HTTP request head")]
+    MalformedHttp,
+    #[error("HTTP request without a Host header")]
+    NoHost,
+    #[error("neither TLS nor HTTP; not handled in transparent mode")]
+    UnknownProtocol,
+}
+
+/// What the first bytes of a redirected connection are.
+enum Sniffed {
+    Tls { server_name: String },
+    Http { host: String },
+}
+
+/// The destination the agent dialled before iptables redirected the connection here.
+pub fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let addr = if stream.local_addr()?.is_ipv4() { sock.original_dst_v4()? } else { sock.original_dst_v6()? };
+    addr.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "SO_ORIGINAL_DST is not an IP address"))
+}
+
+/// Serve one redirected agent connection.
+pub async fn serve(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, mut stream: TcpStream, peer: SocketAddr) {
+    let original = match destination(&stream) {
+        Ok(a) => a,
+        Err(e) => return tracing::warn!(%peer, error = %e, "transparent connection refused"),
+    };
+    let timeout = broker.config.limits.header_read_timeout;
+    let mut head = BytesMut::with_capacity(4096);
+    let sniffed = match tokio::time::timeout(timeout, sniff(&mut stream, &mut head, broker.config.limits.max_header_bytes)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::warn!(%peer, %original, error = %e, "transparent connection refused"),
+        Err(_) => return tracing::warn!(%peer, %original, error = %Rejected::Timeout, "transparent connection refused"),
+    };
+    let io = Rewind::new(head.freeze(), stream);
+    match sniffed {
+        Sniffed::Tls { server_name } => tls(broker, builder, drain, io, original, server_name).await,
+        Sniffed::Http { host } => http(broker, builder, drain, io, original, host).await,
+    }
+}
+
+/// The original destination, refusing connections that were not redirected: without a REDIRECT,
+/// `SO_ORIGINAL_DST` is the listener's own address, and handling those would let anything on the
+/// host use the broker as an open relay keyed only by SNI.
+fn destination(stream: &TcpStream) -> Result<SocketAddr, Rejected> {
+    let original = original_destination(stream).map_err(Rejected::NoOriginalDestination)?;
+    if stream.local_addr().is_ok_and(|local| local == original) {
+        return Err(Rejected::AddressedToSelf);
+    }
+    Ok(original)
+}
+
+/// Read just enough to know the protocol and the host: a whole ClientHello, or an HTTP head.
+async fn sniff(stream: &mut TcpStream, head: &mut BytesMut, max_header_bytes: usize) -> Result<Sniffed, Rejected> {
+    loop {
+        if stream.read_buf(head).await.map_err(Rejected::Read)? == 0 {
+            return Err(Rejected::Closed);
+        }
+        if starts_like_tls(head) {
+            match parse_client_hello(head) {
+                ClientHello::Complete { server_name: Some(server_name) } => return Ok(Sniffed::Tls { server_name }),
+                ClientHello::Complete { server_name: None } => return Err(Rejected::NoServerName),
+                ClientHello::Malformed(why) => return Err(Rejected::MalformedHello(why)),
+                ClientHello::NotTls => return Err(Rejected::UnknownProtocol),
+                ClientHello::Incomplete if head.len() > MAX_CLIENT_HELLO_BYTES => return Err(Rejected::MalformedHello("too long")),
+                ClientHello::Incomplete => continue,
+            }
+        }
+        if !looks_like_http(head) {
+            return Err(Rejected::UnknownProtocol);
+        }
+        match http_host(head) {
+            Ok(Some(host)) => return Ok(Sniffed::Http { host }),
+            Ok(None) if head.len() > max_header_bytes => return Err(Rejected::MalformedHttp),
+            Ok(None) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An HTTP/1 request line starts with an upper-case method token and a space.
+fn looks_like_http(head: &[u8]) -> bool {
+    let token = head.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    token > 0 && (token == head.len() || head[token] == b' ')
+}
+
+/// The lowercased `Host` (without port) of a complete request head; `Ok(None)` while incomplete.
+fn http_host(head: &[u8]) -> Result<Option<String>, Rejected> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(Rejected::MalformedHttp),
+        Ok(httparse::Status::Complete(_)) => {
+            let host = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")).ok_or(Rejected::NoHost)?;
+            let host = std::str::from_utf8(host.value).map_err(|_| Rejected::MalformedHttp)?;
+            Ok(Some(host_without_port(host)))
+        }
+    }
+}
+
+fn host_without_port(host: &str) -> String {
+    let host = host.trim();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h),
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+async fn tls(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, mut io: Rewind<TcpStream>, original: SocketAddr, host: String) {
+    if let Some(route) = broker.config.route_for_host(&host) {
+        tracing::debug!(%host, %original, route = %route.name, "transparent TLS: intercepting");
+        let target = Arc::new(Target { scheme: "https", host, port: original.port(), base_path: String::new(), route: Arc::new(route.clone()) });
+        return intercept::intercept_stream(broker, builder, drain, target, io).await;
+    }
+    if broker.config.is_passthrough(&host) {
+        return splice(io, host, original.port()).await;
+    }
+    tracing::warn!(%host, %original, error = %BrokerError::Unrouted(host.clone()), "transparent TLS connection refused");
+    let _ = io.write_all(&TLS_ACCESS_DENIED).await;
+    let _ = io.shutdown().await;
+}
+
+async fn http(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, io: Rewind<TcpStream>, original: SocketAddr, host: String) {
+    if broker.config.route_for_host(&host).is_none() && broker.config.is_passthrough(&host) {
+        return splice(io, host, original.port()).await;
+    }
+    let port = original.port();
+    serve_connection(builder, io, &drain, move |req| {
+        let broker = broker.clone();
+        async move { Ok(cleartext_request(broker, port, req).await) }
+    })
+    .await;
+}
+
+/// One cleartext request: the same decisions as the forward proxy's absolute-form requests.
+async fn cleartext_request(broker: Arc<Broker>, port: u16, req: Request<Incoming>) -> Response<Body> {
+    let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(host_without_port).unwrap_or_default();
+    let Some(route) = broker.config.route_for_host(&host) else {
+        return refuse(BrokerError::Unrouted(host));
+    };
+    if !route.allow_plaintext_upstream {
+        return refuse(BrokerError::PlaintextRefused(host));
+    }
+    let target = Arc::new(Target { scheme: "http", host, port, base_path: String::new(), route: Arc::new(route.clone()) });
+    match pipeline::handle(broker, target, req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+fn refuse(e: BrokerError) -> Response<Body> {
+    let request_id = new_request_id();
+    tracing::warn!(request_id = %request_id, error = %e, code = e.code(), "transparent request refused");
+    e.into_response(&request_id)
+}
+
+/// Copy bytes both ways to an explicitly allowed host, with no interception and no credentials.
+async fn splice(mut io: Rewind<TcpStream>, host: String, port: u16) {
+    tracing::info!(%host, port, "transparent: tunnelling passthrough host without credentials");
+    match TcpStream::connect((host.as_str(), port)).await {
+        Ok(mut upstream) => {
+            let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+        }
+        Err(e) => tracing::warn!(%host, port, error = %e, "passthrough connect failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_ports_and_case() {
+        assert_eq!(host_without_port("API.GitHub.test:8080"), "api.github.test");
+        assert_eq!(host_without_port("api.github.test."), "api.github.test");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+        assert_eq!(host_without_port("example.com"), "example.com");
+    }
+
+    #[test]
+    fn http_heads_are_recognised_and_read_to_the_host() {
+        assert!(looks_like_http(b"GET / HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"PO"));
+        assert!(!looks_like_http(b"\x16\x03\x01"));
+        assert!(!looks_like_http(&[0, 0, 0, 8, 4, 210, 22, 47]));
+        assert!(matches!(http_host(b"GET / HTTP/1.1\r\nHost: a.test"), Ok(None)));
+        assert!(matches!(http_host(b"GET / HTTP/1.1\r\nHost: A.test:80\r\n\r\n"), Ok(Some(h)) if h == "a.test"));
+        assert!(matches!(http_host(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"), Err(Rejected::NoHost)));
+    }
+}

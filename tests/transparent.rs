@@ -1,0 +1,271 @@
+//! Transparent mode end to end: a network namespace standing in for a pod, the nat rules that
+//! `credential-broker iptables-init` installs in it, the broker running there as its own UID, and
+//! curl with no proxy settings reaching a real HTTPS upstream only through the broker.
+//!
+//! Needs root (network namespaces, iptables) and `ip`, `iptables`, `setpriv`, `curl`; a missing
+//! tool fails the test with what to install. `.ci/setup` installs them.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use support::broker::{binary, Broker};
+use support::pki::TestCa;
+use support::upstream::HttpsUpstream;
+
+const HOST: &str = "api.github.test";
+const PLACEHOLDER: &str = "credential-broker-placeholder";
+const TOKEN: &str = "ghs_transparent_env_token_0123456789";
+/// The agreed values (sidecar-injector/src/conventions.rs).
+const BROKER_UID: u32 = 15100;
+const TRANSPARENT_PORT: u16 = 15006;
+const HEALTH_PORT: u16 = 15021;
+
+const POLICY: &str = r#"
+package credential_broker
+import rego.v1
+
+default decision := {"allow": false, "reason": "no rule allows this request"}
+
+decision := {"allow": true, "reason": "reads are fine"} if {
+    input.scope.action == "http:GET"
+}
+"#;
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} is needed for this test ({e}); {}", INSTALL))
+}
+
+const INSTALL: &str = "install it: apt-get install -y iproute2 iptables util-linux curl (or run .ci/setup); the test needs root";
+
+fn must(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(out.status.success(), "{program} {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails (never skips) when the machine cannot run this test.
+fn require_tools() {
+    for (tool, probe) in [("ip", "-V"), ("iptables", "--version"), ("setpriv", "--version"), ("curl", "--version")] {
+        let ok = Command::new(tool).arg(probe).output().map(|o| o.status.success()).unwrap_or(false);
+        assert!(ok, "`{tool}` is missing: {INSTALL}");
+    }
+    let uid = must("id", &["-u"]);
+    assert_eq!(uid.trim(), "0", "transparent-mode tests need root for network namespaces and iptables (CI runs as root)");
+}
+
+/// A network namespace joined to the host by a veth pair: the host end is `.1`, the pod end `.2`.
+/// Deleted on drop (which deletes the veth pair and every rule inside it too).
+struct PodNetns {
+    name: String,
+    host_ip: Ipv4Addr,
+    pod_ip: Ipv4Addr,
+}
+
+impl PodNetns {
+    fn create() -> PodNetns {
+        static NEXT: AtomicU8 = AtomicU8::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = std::process::id() % 10_000;
+        let name = format!("cb-tp-{id}-{n}");
+        let (host_if, pod_if) = (format!("cbh{id}x{n}"), format!("cbp{id}x{n}"));
+        // A /30 per namespace, spread by pid so parallel test binaries do not collide.
+        let (b, c) = (((id / 64) % 250) as u8, (((id % 64) * 4) as u8).wrapping_add(n.wrapping_mul(4)));
+        let host_ip = Ipv4Addr::new(10, 213 + (b % 40), c, 1);
+        let pod_ip = Ipv4Addr::new(10, 213 + (b % 40), c, 2);
+        let _ = run("ip", &["netns", "del", &name]);
+        must("ip", &["netns", "add", &name]);
+        let ns = PodNetns { name, host_ip, pod_ip };
+        must("ip", &["link", "add", &host_if, "type", "veth", "peer", "name", &pod_if]);
+        must("ip", &["link", "set", &pod_if, "netns", &ns.name]);
+        must("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        must("ip", &["link", "set", &host_if, "up"]);
+        ns.exec_ok(&["ip", "addr", "add", &format!("{pod_ip}/30"), "dev", &pod_if]);
+        ns.exec_ok(&["ip", "link", "set", &pod_if, "up"]);
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn exec(&self, argv: &[&str]) -> Output {
+        let mut args = vec!["netns", "exec", &self.name];
+        args.extend_from_slice(argv);
+        run("ip", &args)
+    }
+
+    fn exec_ok(&self, argv: &[&str]) -> String {
+        let out = self.exec(argv);
+        assert!(out.status.success(), "in {}: {}: {}{}", self.name, argv.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// curl inside the namespace with no proxy settings at all, trusting only `ca`.
+    /// Returns (exit status success, HTTP status or 0, body, stderr).
+    fn curl(&self, ca: &Path, args: &[&str]) -> (bool, u16, String, String) {
+        let ca = ca.display().to_string();
+        let mut argv = vec!["env", "-u", "HTTPS_PROXY", "-u", "https_proxy", "-u", "HTTP_PROXY", "-u", "http_proxy", "-u", "ALL_PROXY", "-u", "all_proxy"];
+        argv.extend_from_slice(&["curl", "--silent", "--show-error", "--max-time", "20", "--noproxy", "*", "--cacert", &ca, "--write-out", "\n%{http_code}"]);
+        argv.extend_from_slice(args);
+        let out = self.exec(&argv);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        (out.status.success(), code.trim().parse().unwrap_or(0), body.to_string(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn config_yaml(dir: &Path, ca: &TestCa, upstream: SocketAddr) -> String {
+    format!(
+        r#"
+mode: dev
+identity: {{agent_id: agent-7, tenant: acme}}
+listeners:
+  proxy: "127.0.0.1:0"
+  admin: "127.0.0.1:0"
+  transparent: "127.0.0.1:{TRANSPARENT_PORT}"
+  health: "0.0.0.0:{HEALTH_PORT}"
+tls:
+  ca_cert_path: {dir}/broker-ca.crt
+  upstream_ca_file: {upstream_ca}
+passthrough_hosts: []
+routes:
+  - name: github
+    hosts: ["{HOST}"]
+    connect_to: "{upstream}"
+    provider: github-env
+    inject: {{header: {{name: Authorization, format: "Bearer {{secret}}", placeholder: {PLACEHOLDER}}}}}
+providers:
+  github-env: {{type: env, variable: GITHUB_TOKEN}}
+policy: {{file: {dir}/policy.rego}}
+audit: {{path: {dir}/audit.jsonl}}
+logging: {{format: json}}
+"#,
+        dir = dir.display(),
+        upstream_ca = ca.cert_path.display(),
+    )
+}
+
+/// Everything of one scenario; dropped in field order (broker before namespace).
+struct Pod {
+    broker: Broker,
+    upstream: HttpsUpstream,
+    ns: PodNetns,
+    _dir: tempfile::TempDir,
+}
+
+impl Pod {
+    async fn start() -> Pod {
+        require_tools();
+        let ns = PodNetns::create();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path());
+        // Port 443 on the host end: the broker's own upstream connection goes to a redirected
+        // port, so only the UID exclusion keeps it from looping back to the broker.
+        let upstream = HttpsUpstream::start_on(&ca, &[HOST], SocketAddr::from((ns.host_ip, 443))).await;
+        std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+        let yaml = config_yaml(dir.path(), &ca, upstream.addr);
+        // The broker runs as its UID and must read its config and write its CA and audit log.
+        std::fs::write(dir.path().join("config.yaml"), &yaml).unwrap();
+        must("chown", &["-R", &format!("{BROKER_UID}:{BROKER_UID}"), &dir.path().display().to_string()]);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        // The init container's job, twice: the second run must replace, not duplicate.
+        let bin = binary().display().to_string();
+        let init = ["--proxy-port", "15006", "--ports", "80,443", "--exclude-uid", "15100"];
+        for _ in 0..2 {
+            ns.exec_ok(&[&bin, "iptables-init", init[0], init[1], init[2], init[3], init[4], init[5]]);
+        }
+        let rules = ns.exec_ok(&["iptables", "-t", "nat", "-S"]);
+        assert_eq!(rules.matches("-A OUTPUT -p tcp -j CREDENTIAL_BROKER_OUTPUT").count(), 1, "{rules}");
+        assert_eq!(rules.matches("--uid-owner 15100").count(), 1, "{rules}");
+
+        let uid = format!("--reuid={BROKER_UID}");
+        let gid = format!("--regid={BROKER_UID}");
+        let wrapper = ["ip", "netns", "exec", &ns.name, "setpriv", &uid, &gid, "--clear-groups"];
+        let broker = Broker::start_wrapped(dir.path(), &yaml, &[("GITHUB_TOKEN", TOKEN)], &wrapper);
+        Pod { broker, upstream, ns, _dir: dir }
+    }
+
+    fn resolve(&self, port: u16) -> String {
+        format!("{HOST}:{port}:{}", self.ns.host_ip)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_without_proxy_settings_gets_the_credential_through_the_redirect() {
+    let pod = Pod::start().await;
+    let ca = pod.broker.ca_cert().to_path_buf();
+    let auth = format!("Authorization: Bearer {PLACEHOLDER}");
+    let resolve = pod.resolve(443);
+
+    // curl trusts only the broker's CA: a 200 means the broker answered the TLS handshake.
+    let (ok, status, body, stderr) = pod.ns.curl(&ca, &["--resolve", &resolve, "-H", &auth, &format!("https://{HOST}/repos/acme/widgets")]);
+    assert!(ok && status == 200, "status {status}, body {body}, stderr {stderr}\nbroker log:\n{}", pod.broker.log());
+    let seen = pod.upstream.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "/repos/acme/widgets");
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()), "the upstream gets the env token");
+
+    // HTTP/2 inside the intercepted connection works too.
+    let (ok, status, _, stderr) = pod.ns.curl(&ca, &["--http2", "--resolve", &resolve, "-H", &auth, &format!("https://{HOST}/repos/acme/h2")]);
+    assert!(ok && status == 200, "status {status}, stderr {stderr}");
+
+    // The broker's own connections to :443 were not looped back: every interception is an agent's.
+    let intercepts = pod.broker.log().matches("transparent TLS: intercepting").count();
+    assert_eq!(intercepts, 2, "broker log:\n{}", pod.broker.log());
+    assert_eq!(pod.upstream.requests().len(), 2);
+
+    // Policy still applies: a POST is denied and never reaches the upstream.
+    let (_, status, body, _) = pod.ns.curl(&ca, &["--resolve", &resolve, "-H", &auth, "-X", "POST", &format!("https://{HOST}/repos/acme/widgets")]);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(pod.upstream.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_hosts_cleartext_and_direct_connections_are_refused() {
+    let pod = Pod::start().await;
+    let ca = pod.broker.ca_cert().to_path_buf();
+
+    // An unrouted server name: a TLS alert, and nothing reaches any upstream.
+    let evil = format!("evil.test:443:{}", pod.ns.host_ip);
+    let (ok, _, _, stderr) = pod.ns.curl(&ca, &["--resolve", &evil, "https://evil.test/"]);
+    assert!(!ok, "an unrouted host must not be reachable");
+    assert!(stderr.contains("alert") || stderr.contains("denied"), "curl should report the TLS alert: {stderr}");
+    assert!(pod.broker.wait_for_log("transparent TLS connection refused", Duration::from_secs(5)), "{}", pod.broker.log());
+
+    // Cleartext HTTP to a routed host: refused as the forward proxy refuses it, credential unsent.
+    let (_, status, body, _) = pod.ns.curl(&ca, &["--resolve", &pod.resolve(80), &format!("http://{HOST}/repos/acme/widgets")]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("plaintext_refused"), "{body}");
+    // Cleartext to an unrouted host: 403 with the unrouted code.
+    let (_, status, body, _) = pod.ns.curl(&ca, &["--resolve", &format!("other.test:80:{}", pod.ns.host_ip), "http://other.test/"]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("unrouted_host"), "{body}");
+
+    // Straight to the transparent port, not redirected: refused (no open relay).
+    let direct = format!("{HOST}:{TRANSPARENT_PORT}:127.0.0.1");
+    let (ok, _, _, _) = pod.ns.curl(&ca, &["--resolve", &direct, &format!("https://{HOST}:{TRANSPARENT_PORT}/repos/acme/widgets")]);
+    assert!(!ok);
+    assert!(pod.broker.wait_for_log("addressed to the transparent listener itself", Duration::from_secs(5)), "{}", pod.broker.log());
+    assert!(pod.upstream.requests().is_empty(), "{:?}", pod.upstream.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_reach_the_health_listener_on_the_pod_ip_but_not_the_admin_api() {
+    let pod = Pod::start().await;
+    let base = format!("http://{}:{HEALTH_PORT}", pod.ns.pod_ip);
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/v1/grants", 404), ("/metrics", 404)] {
+        let out =
+            run("curl", &["--silent", "--noproxy", "*", "--max-time", "10", "--output", "/dev/null", "--write-out", "%{http_code}", &format!("{base}{path}")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want.to_string(), "{path}");
+    }
+}
