@@ -50,17 +50,20 @@ pub const TOKEN_EXPIRATION_SECONDS: i64 = 600;
 /// Where the kubelet mounts the default service-account token, which agents must not get.
 pub const DEFAULT_TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Admin listener: `/healthz`, `/readyz`, metrics and the admin API.
+/// Admin listener on loopback: `/healthz`, `/readyz`, metrics and the admin API.
 pub const ADMIN_PORT: u16 = 15000;
+/// Health listener on the pod IP (`listeners.health: 0.0.0.0:15021`): only `/healthz` and
+/// `/readyz`, so kubelet probes reach the broker while the admin API stays on loopback.
+pub const HEALTH_PORT: u16 = 15021;
 /// Explicit forward proxy (`HTTP_PROXY` / `HTTPS_PROXY`).
 pub const PROXY_PORT: u16 = 15001;
 /// Transparent listener that iptables redirects outbound traffic to.
 pub const TRANSPARENT_PORT: u16 = 15006;
 /// Postgres wire proxy agents connect to without a password.
 pub const POSTGRES_PORT: u16 = 15432;
-/// Readiness probe path on [`ADMIN_PORT`].
+/// Readiness probe path on [`HEALTH_PORT`].
 pub const READINESS_PATH: &str = "/readyz";
-/// Liveness probe path on [`ADMIN_PORT`].
+/// Liveness probe path on [`HEALTH_PORT`].
 pub const LIVENESS_PATH: &str = "/healthz";
 
 /// UID the broker runs as; transparent mode excludes it from redirection so the broker's own

@@ -45,6 +45,7 @@ fn env_value<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
 #[test]
 fn the_constants_are_the_agreed_values() {
     assert_eq!(ADMIN_PORT, 15000);
+    assert_eq!(HEALTH_PORT, 15021);
     assert_eq!(PROXY_PORT, 15001);
     assert_eq!(TRANSPARENT_PORT, 15006);
     assert_eq!(POSTGRES_PORT, 15432);
@@ -72,6 +73,10 @@ fn assert_broker_config_matches(config: &Value, origin: &str) {
     let field = |pointer: &str| config.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("{origin}: no {pointer}")).to_owned();
     assert_eq!(field("/listeners/proxy"), format!("127.0.0.1:{PROXY_PORT}"), "{origin}");
     assert_eq!(field("/listeners/admin"), format!("127.0.0.1:{ADMIN_PORT}"), "{origin}");
+    // The kubelet probes the pod IP, so the health listener must listen beyond loopback.
+    assert_eq!(field("/listeners/health"), format!("0.0.0.0:{HEALTH_PORT}"), "{origin}");
+    // Transparent mode's iptables rules redirect to 127.0.0.1 on this port.
+    assert_eq!(field("/listeners/transparent"), format!("127.0.0.1:{TRANSPARENT_PORT}"), "{origin}");
     assert_eq!(field("/tls/ca_cert_path"), CA_CERT_PATH, "{origin}");
     // The broker's root filesystem is read-only; the audit log must go to the injected volume.
     let audit = PathBuf::from(field("/audit/path"));
@@ -127,7 +132,7 @@ fn the_injected_pod_uses_the_agreed_values() {
     let broker = container(&pod, BROKER_CONTAINER_NAME);
     assert_eq!(broker.args.as_deref().map(|a| a.join(" ")).as_deref(), Some("run --config /etc/credential-broker/config.yaml"));
     let ports: Vec<i32> = broker.ports.iter().flatten().map(|p| p.container_port).collect();
-    assert_eq!(ports, [15000, 15001, 15006, 15432]);
+    assert_eq!(ports, [15000, 15021, 15001, 15006, 15432]);
     let security = broker.security_context.as_ref().expect("security context");
     assert_eq!(security.run_as_user, Some(15100));
     assert_eq!(security.run_as_non_root, Some(true));
@@ -144,7 +149,7 @@ fn the_injected_pod_uses_the_agreed_values() {
     assert_eq!(env_value(broker, "CB_TENANT"), Some("agents"));
     for probe in [&broker.startup_probe, &broker.readiness_probe, &broker.liveness_probe] {
         let port = probe.as_ref().and_then(|p| p.http_get.as_ref()).map(|g| g.port.clone());
-        assert_eq!(port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15000)));
+        assert_eq!(port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15021)), "probes go to the health listener");
     }
 
     let agent = container(&pod, "agent");

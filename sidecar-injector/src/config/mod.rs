@@ -255,6 +255,6 @@ fn quantity_or(value: &Option<String>, default: &str) -> String {
     value.clone().unwrap_or_else(|| default.to_owned())
 }
 
-fn broker_ports() -> [u16; 4] {
-    [conventions::ADMIN_PORT, conventions::PROXY_PORT, conventions::TRANSPARENT_PORT, conventions::POSTGRES_PORT]
+fn broker_ports() -> [u16; 5] {
+    [conventions::ADMIN_PORT, conventions::HEALTH_PORT, conventions::PROXY_PORT, conventions::TRANSPARENT_PORT, conventions::POSTGRES_PORT]
 }

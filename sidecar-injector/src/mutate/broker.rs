@@ -129,7 +129,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 }
 
 fn broker_ports() -> Vec<ContainerPort> {
-    [("cb-admin", ADMIN_PORT), ("cb-proxy", PROXY_PORT), ("cb-transparent", TRANSPARENT_PORT), ("cb-postgres", POSTGRES_PORT)]
+    [("cb-admin", ADMIN_PORT), ("cb-health", HEALTH_PORT), ("cb-proxy", PROXY_PORT), ("cb-transparent", TRANSPARENT_PORT), ("cb-postgres", POSTGRES_PORT)]
         .into_iter()
         .map(|(name, port)| ContainerPort {
             name: Some(name.to_owned()),
@@ -177,7 +177,7 @@ fn resources(config: &InjectorConfig) -> ResourceRequirements {
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
-        http_get: Some(HTTPGetAction { path: Some(path.to_owned()), port: IntOrString::Int(i32::from(ADMIN_PORT)), ..HTTPGetAction::default() }),
+        http_get: Some(HTTPGetAction { path: Some(path.to_owned()), port: IntOrString::Int(i32::from(HEALTH_PORT)), ..HTTPGetAction::default() }),
         period_seconds: Some(period_seconds),
         failure_threshold: Some(failure_threshold),
         ..Probe::default()
