@@ -10,11 +10,12 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use support::broker::{binary, Broker};
+use support::moto::{venv_program, Moto};
 use support::pki::TestCa;
 use support::upstream::HttpsUpstream;
 
@@ -117,9 +118,21 @@ impl PodNetns {
     }
 }
 
+impl PodNetns {
+    /// `/etc/hosts` inside the namespace (`ip netns exec` bind-mounts `/etc/netns/NAME/hosts`):
+    /// the agent's clients resolve these names to `ip` with no DNS server.
+    fn hosts(&self, ip: Ipv4Addr, names: &[&str]) {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines: String = std::iter::once("127.0.0.1 localhost\n".to_string()).chain(names.iter().map(|n| format!("{ip} {n}\n"))).collect();
+        std::fs::write(dir.join("hosts"), lines).unwrap();
+    }
+}
+
 impl Drop for PodNetns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
     }
 }
 
@@ -269,3 +282,170 @@ async fn probes_reach_the_health_listener_on_the_pod_ip_but_not_the_admin_api() 
         assert_eq!(String::from_utf8_lossy(&out.stdout), want.to_string(), "{path}");
     }
 }
+
+/// A TCP relay inside the namespace, from a loopback port there to `target` on the host: the
+/// broker's upstream for moto. (Cleartext upstreams must be on loopback, and the namespace's
+/// loopback is its own.)
+struct Relay {
+    child: Child,
+    port: u16,
+}
+
+const RELAY: &str = r#"
+import asyncio, sys
+host, port = sys.argv[1], int(sys.argv[2])
+async def pipe(r, w):
+    try:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+        w.write_eof()
+    except Exception:
+        pass
+async def handle(r, w):
+    ur, uw = await asyncio.open_connection(host, port)
+    await asyncio.gather(pipe(r, uw), pipe(ur, w))
+    uw.close()
+    w.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"#;
+
+impl Relay {
+    fn start(ns: &PodNetns, target: SocketAddr) -> Relay {
+        use std::io::BufRead;
+        let python = venv_program("python").display().to_string();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, &python, "-u", "-c", RELAY, &target.ip().to_string(), &target.port().to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the relay");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("the relay printed no port: {line:?}"));
+        Relay { child, port }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const BUCKET: &str = "acme-transparent";
+
+fn aws_config_yaml(dir: &Path, relay: u16, role_arn: &str) -> String {
+    format!(
+        r#"
+identity: {{agent_id: agent-aws, tenant: acme}}
+listeners: {{proxy: "127.0.0.1:0", admin: "127.0.0.1:0", transparent: "127.0.0.1:{TRANSPARENT_PORT}"}}
+tls: {{ca_cert_path: {dir}/broker-ca.crt}}
+routes:
+  - name: aws
+    hosts: ["*.amazonaws.com"]
+    connect_to: "http://127.0.0.1:{relay}"
+    allow_plaintext_upstream: true
+    provider: sts
+    inject: {{sigv4: {{account_id: "123456789012", placeholder_access_key_id: {PLACEHOLDER}, max_buffered_body_bytes: 1048576}}}}
+providers:
+  sts: {{type: sts, role_arn: "{role_arn}", region: us-east-1, endpoint_url: "http://127.0.0.1:{relay}"}}
+policy: {{file: {dir}/policy.rego}}
+audit: {{path: {dir}/audit.jsonl}}
+logging: {{format: json}}
+"#,
+        dir = dir.display(),
+    )
+}
+
+/// The AWS CLI inside the namespace: placeholder keys, the broker's CA, no proxy, no endpoint URL.
+fn aws_in(ns: &PodNetns, home: &Path, ca: &Path, args: &[&str]) -> Output {
+    let aws = venv_program("aws").display().to_string();
+    let env = [
+        format!("PATH={}", std::env::var("PATH").unwrap_or_default()),
+        format!("HOME={}", home.display()),
+        "LANG=C.UTF-8".to_string(),
+        "AWS_CONFIG_FILE=/dev/null".to_string(),
+        "AWS_SHARED_CREDENTIALS_FILE=/dev/null".to_string(),
+        "AWS_DEFAULT_REGION=us-east-1".to_string(),
+        "AWS_EC2_METADATA_DISABLED=true".to_string(),
+        "AWS_PAGER=".to_string(),
+        format!("AWS_ACCESS_KEY_ID={PLACEHOLDER}"),
+        format!("AWS_SECRET_ACCESS_KEY={PLACEHOLDER}"),
+        format!("AWS_CA_BUNDLE={}", ca.display()),
+    ];
+    let mut argv: Vec<&str> = vec!["env", "-i"];
+    argv.extend(env.iter().map(String::as_str));
+    argv.push(&aws);
+    argv.extend_from_slice(args);
+    ns.exec(&argv)
+}
+
+#[test]
+fn the_aws_cli_without_proxy_settings_reaches_moto_only_through_the_broker() {
+    require_tools();
+    let moto = Moto::start_on("0.0.0.0");
+    let ns = PodNetns::create();
+    // Real AWS host names resolve to an address where nothing listens on 443: only the redirect
+    // to the broker can answer.
+    let s3_hosts = ["s3.amazonaws.com", "s3.us-east-1.amazonaws.com", "acme-transparent.s3.amazonaws.com", "acme-transparent.s3.us-east-1.amazonaws.com"];
+    let mut names = s3_hosts.to_vec();
+    names.push("dynamodb.us-east-1.amazonaws.com");
+    ns.hosts(ns.host_ip, &names);
+    let relay = Relay::start(&ns, SocketAddr::from((ns.host_ip, moto.port())));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.rego"), POLICY_ALLOW_ALL).unwrap();
+    let yaml = aws_config_yaml(dir.path(), relay.port, &moto.role_arn);
+    std::fs::write(dir.path().join("config.yaml"), &yaml).unwrap();
+    std::fs::write(dir.path().join("note.txt"), "written by an agent with no proxy settings\n").unwrap();
+    must("chown", &["-R", &format!("{BROKER_UID}:{BROKER_UID}"), &dir.path().display().to_string()]);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = binary().display().to_string();
+    ns.exec_ok(&[&bin, "iptables-init", "--proxy-port", "15006", "--ports", "80,443", "--exclude-uid", "15100"]);
+    let (uid, gid) = (format!("--reuid={BROKER_UID}"), format!("--regid={BROKER_UID}"));
+    let wrapper = ["ip", "netns", "exec", &ns.name, "setpriv", &uid, &gid, "--clear-groups"];
+    let env = [
+        ("AWS_ACCESS_KEY_ID", moto.base_access_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", moto.base_secret_access_key.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let broker = Broker::start_wrapped(dir.path(), &yaml, &env, &wrapper);
+    let ca = broker.ca_cert().to_path_buf();
+
+    let aws_ok = |args: &[&str]| {
+        let out = aws_in(&ns, dir.path(), &ca, args);
+        assert!(out.status.success(), "aws {args:?}: {}\nbroker log:\n{}", String::from_utf8_lossy(&out.stderr), broker.log());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let note = dir.path().join("note.txt").display().to_string();
+    aws_ok(&["s3", "mb", &format!("s3://{BUCKET}")]);
+    aws_ok(&["s3", "cp", &note, &format!("s3://{BUCKET}/note.txt")]);
+    assert_eq!(aws_ok(&["s3", "cp", &format!("s3://{BUCKET}/note.txt"), "-"]), "written by an agent with no proxy settings\n");
+    assert!(aws_ok(&["s3", "ls", &format!("s3://{BUCKET}")]).contains("note.txt"));
+    assert!(aws_ok(&["dynamodb", "list-tables"]).contains("TableNames"));
+
+    // Every call was intercepted and signed with a minted session, none with the placeholder.
+    assert!(broker.log().contains("transparent TLS: intercepting"));
+    let issues: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["event"] == "issue")
+        .collect();
+    assert!(issues.len() >= 4, "{issues:?}");
+    assert!(issues.iter().all(|r| r["provider"] == "sts"));
+    assert!(moto.assumed_roles().len() >= 4, "moto issued the sessions the broker signed with");
+}
+
+const POLICY_ALLOW_ALL: &str = r#"
+package credential_broker
+import rego.v1
+
+decision := {"allow": true, "reason": "the transparent-mode test allows every AWS call"}
+"#;

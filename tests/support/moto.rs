@@ -82,6 +82,12 @@ impl Moto {
     /// Starts moto on a free 127.0.0.1 port, waits until it answers, bootstraps IAM, and checks
     /// that auth is on (an unsigned-for-real call is refused).
     pub fn start() -> Moto {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Like [`Moto::start`], listening on `host` (`0.0.0.0`: also reachable from a network
+    /// namespace through a veth pair). The harness itself still talks to 127.0.0.1.
+    pub fn start_on(host: &str) -> Moto {
         let server = venv_program("moto_server");
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -89,7 +95,7 @@ impl Moto {
         };
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = Command::new(server);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(["-H", host, "-p", &port.to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", BOOTSTRAP_CALLS.to_string())
             .stdin(Stdio::null())
             .stdout(log.reopen().unwrap())
