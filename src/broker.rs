@@ -11,6 +11,7 @@ use crate::admin::auth::AdminToken;
 use crate::admin::grants::MintedScopes;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::config::{Config, ProviderConfig};
+use crate::identity::AgentIdentities;
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
 use crate::providers::alert::{Alerts, WebhookSettings, WebhookSink};
@@ -23,7 +24,10 @@ use crate::upstream::{build_client, build_http1_client, client_tls_config, Conne
 
 pub struct Broker {
     pub config: Arc<Config>,
+    /// The sidecar's configured identity; the broker's own actions (rotate) are recorded under it.
     pub identity: Identity,
+    /// Each connection's agent identity, per `identity.mode`.
+    pub identities: AgentIdentities,
     pub ca: CertificateAuthority,
     pub policy: Arc<PolicyEngine>,
     pub providers: HashMap<String, SharedProvider>,
@@ -58,6 +62,7 @@ impl Broker {
         let upgrade_client = build_http1_client(tls.clone(), connect_to.clone());
         let client = build_client(tls, connect_to);
         let providers = build_providers(&config, &client).await?;
+        let identities = AgentIdentities::build(&config.identity, &client, Duration::from_secs(10)).await.context("identity")?;
         let audit = AuditLog::open_with(&config.audit.path, crate::audit::writer::WriterOptions::from(&config.audit)).context("opening the audit log")?;
         let metrics = Arc::new(Metrics::new());
         let admin_token = config.admin.token_file.as_deref().map(AdminToken::load).transpose().context("reading admin.token_file")?;
@@ -74,6 +79,7 @@ impl Broker {
             cache: LeaseCache::new(config.credentials.refresh_before_expiry, config.credentials.cache_max_entries),
             config,
             identity,
+            identities,
             ca,
             policy,
             providers,

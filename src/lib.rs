@@ -9,6 +9,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod explain;
+pub mod identity;
 pub mod inject;
 pub mod iptables;
 pub mod listener;

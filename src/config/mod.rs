@@ -4,6 +4,7 @@
 //! are reported at once, before anything binds a port.
 
 mod env_expand;
+mod identity;
 mod raw;
 mod validate;
 
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use identity::{IdentityMode, JwksSource, JwtSettings, MtlsSettings};
 pub use validate::HostPattern;
 
 /// A validated configuration. Everything here has been checked; defaults are filled in.
@@ -44,6 +46,8 @@ pub struct IdentityConfig {
     pub agent_id: String,
     pub tenant: String,
     pub labels: BTreeMap<String, String>,
+    /// How agents identify: the sidecar identity above, or per connection.
+    pub mode: IdentityMode,
 }
 
 #[derive(Debug, Clone)]

@@ -41,10 +41,14 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
+    /// `sidecar` (default), `jwt` or `mtls`.
+    pub mode: Option<String>,
     pub agent_id: Option<String>,
     pub tenant: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    pub jwt: Option<super::identity::RawJwtIdentity>,
+    pub mtls: Option<super::identity::RawMtlsIdentity>,
 }
 
 #[derive(Debug, Deserialize, Default)]

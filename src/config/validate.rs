@@ -117,11 +117,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         }
     };
 
-    let identity = IdentityConfig {
-        agent_id: non_empty(&mut p, "identity.agent_id", raw.identity.agent_id),
-        tenant: non_empty(&mut p, "identity.tenant", raw.identity.tenant),
-        labels: raw.identity.labels,
-    };
+    let identity = super::identity::validate(raw.identity, base, &mut p.0);
 
     let listeners = Listeners {
         proxy: socket_addr(&mut p, "listeners.proxy", raw.listeners.proxy.as_deref().unwrap_or("127.0.0.1:15001")),
@@ -258,16 +254,6 @@ fn validate_alerts(p: &mut Problems, raw: RawAlerts) -> AlertsConfig {
         p.add("alerts.max_attempts", "must be between 1 and 20");
     }
     alerts
-}
-
-fn non_empty(p: &mut Problems, path: &str, v: Option<String>) -> String {
-    match v {
-        Some(s) if !s.trim().is_empty() => s,
-        _ => {
-            p.add(path, "is required");
-            String::new()
-        }
-    }
 }
 
 fn host_patterns(p: &mut Problems, path: &str, hosts: &[String]) -> Vec<HostPattern> {

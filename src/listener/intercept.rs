@@ -10,23 +10,46 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{serve_connection, Drain};
 use crate::broker::Broker;
+use crate::identity::ConnectionIdentity;
 use crate::pipeline::{self, Target};
 
 /// Terminate TLS with a leaf for the CONNECT host and handle the requests inside one by one.
 /// The CONNECT target, not the inner Host header, decides where requests go: an agent cannot
-/// CONNECT to one routed host and then address another.
-pub async fn intercept(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, target: Arc<Target>, upgrade: OnUpgrade) {
+/// CONNECT to one routed host and then address another. Likewise the identity the CONNECT
+/// proved is the identity of every request inside.
+pub async fn intercept(
+    broker: Arc<Broker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+    target: Arc<Target>,
+    identity: ConnectionIdentity,
+    upgrade: OnUpgrade,
+) {
     let upgraded = match upgrade.await {
         Ok(u) => u,
         Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
     };
-    intercept_stream(broker, builder, drain, target, TokioIo::new(upgraded)).await;
+    serve_intercepted(broker, builder, drain, target, Some(identity), TokioIo::new(upgraded)).await;
 }
 
 /// Terminate TLS on an agent stream (a CONNECT tunnel, or a transparently redirected connection
 /// whose ClientHello is replayed) and handle the requests inside for `target`.
 pub async fn intercept_stream<I>(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, target: Arc<Target>, io: I)
 where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_intercepted(broker, builder, drain, target, None, io).await;
+}
+
+/// TLS termination and the request loop; `identity` (when the stream proved one) rides on each request.
+async fn serve_intercepted<I>(
+    broker: Arc<Broker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+    target: Arc<Target>,
+    identity: Option<ConnectionIdentity>,
+    io: I,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = match broker.ca.server_config(&target.host).await {
@@ -39,7 +62,13 @@ where
         Ok(Err(e)) => return tracing::warn!(host = %target.host, error = %e, "agent TLS handshake failed (does it trust the broker CA?)"),
         Err(_) => return tracing::warn!(host = %target.host, "agent TLS handshake timed out"),
     };
-    serve_connection(builder, tls, &drain, move |req| pipeline::handle(broker.clone(), target.clone(), req)).await;
+    serve_connection(builder, tls, &drain, move |mut req| {
+        if let Some(identity) = &identity {
+            req.extensions_mut().insert(identity.clone());
+        }
+        pipeline::handle(broker.clone(), target.clone(), req)
+    })
+    .await;
 }
 
 /// Copy bytes both ways to an explicitly allowed host, with no interception and no credentials.

@@ -14,11 +14,13 @@ use crate::classify::aws::{classify, is_credential_vending, resolve_endpoint, Aw
 use crate::config::SigV4Inject;
 use crate::inject::sigv4::{self, Payload, SigV4Error};
 use crate::policy::effective_ttl;
+use crate::providers::Identity;
 use crate::upstream::{boxed, full, Body};
 
 pub(super) async fn process(
     broker: &Arc<Broker>,
     target: &Target,
+    identity: &Identity,
     request_id: &str,
     req: Request<Incoming>,
     path: String,
@@ -26,7 +28,7 @@ pub(super) async fn process(
 ) -> Result<Response<Body>, BrokerError> {
     let route = &target.route;
     let refuse = |scope, reason: String, err: BrokerError| async move {
-        audit(broker, denial(broker, route, request_id, scope, reason)).await?;
+        audit(broker, denial(identity, route, request_id, scope, reason)).await?;
         Err::<Response<Body>, _>(err)
     };
 
@@ -65,7 +67,7 @@ pub(super) async fn process(
         return refuse(Some(scope.clone()), reason.clone(), BrokerError::Denied(reason)).await;
     }
     let facts = request_facts(target, request_id, &parts.method, &path);
-    let decision = authorize(broker, route, &facts, &scope).await?;
+    let decision = authorize(broker, identity, route, &facts, &scope).await?;
 
     // `Bytes` clones share the buffer: one copy for the hash, one for the wire.
     let buffered = body.shared();
@@ -77,7 +79,7 @@ pub(super) async fn process(
         },
     };
     let ttl = effective_ttl(&decision, broker.config.credentials.default_ttl);
-    let lease = credential::obtain(broker, route, &scope, parts.method.as_str(), ttl, request_id, &decision.reason).await?;
+    let lease = credential::obtain(broker, identity, route, &scope, parts.method.as_str(), ttl, request_id, &decision.reason).await?;
 
     let query = sigv4::strip_agent_signature(&mut parts.headers, query.as_deref());
     upstream::prepare_head(target, &mut parts, &path, query.as_deref(), false)?;

@@ -13,11 +13,14 @@ use crate::classify::Scope;
 use crate::config::Route;
 use crate::providers::cache::{CacheKey, Source};
 use crate::providers::retry::{with_retries, MintFailure};
-use crate::providers::{Lease, MintRequest, ProviderError};
+use crate::providers::{Identity, Lease, MintRequest, ProviderError};
 
 /// A lease for this request, recorded in the audit log before it is returned.
+// Each argument is one fact of the request the lease is for; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn obtain(
     broker: &Arc<Broker>,
+    identity: &Identity,
     route: &Route,
     scope: &Scope,
     method: &str,
@@ -32,17 +35,17 @@ pub(super) async fn obtain(
         .ok_or_else(|| BrokerError::MintFailed { provider: route.provider.clone(), message: "provider is not configured".into() })?;
     let credential_scope = provider.credential_scope(scope, method);
     let key = CacheKey {
-        agent_id: broker.identity.agent_id.clone(),
-        tenant: broker.identity.tenant.clone(),
+        agent_id: identity.agent_id.clone(),
+        tenant: identity.tenant.clone(),
         provider: provider.name().to_string(),
         credential_scope: credential_scope.clone(),
     };
-    let mint_request = MintRequest { identity: broker.identity.clone(), scope: scope.clone(), credential_scope, ttl, request_id: request_id.into() };
+    let mint_request = MintRequest { identity: identity.clone(), scope: scope.clone(), credential_scope, ttl, request_id: request_id.into() };
     let (b, route_name) = (broker.clone(), route.name.clone());
     let result = broker.cache.get_or_mint(key, move || mint_and_record(b, provider, mint_request, route_name).boxed()).await;
     broker.metrics.cache_lookup(matches!(result, Ok((_, Source::Cached))));
 
-    let mut record = AuditRecord::new(AuditEvent::Allow, request_id, &broker.identity.agent_id, &broker.identity.tenant);
+    let mut record = AuditRecord::new(AuditEvent::Allow, request_id, &identity.agent_id, &identity.tenant);
     record.route = Some(route.name.clone());
     record.scope = Some(scope.clone());
     record.provider = Some(route.provider.clone());

@@ -35,13 +35,27 @@ pub enum BrokerError {
     NotFound(String),
     #[error("the request body is larger than {0} bytes, the most the broker buffers to sign it")]
     PayloadTooLarge(usize),
+    #[error("{0}")]
+    IdentityRequired(String),
+    #[error("{0}")]
+    IdentityInvalid(String),
+}
+
+impl From<crate::identity::IdentityError> for BrokerError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        match e {
+            crate::identity::IdentityError::Missing(m) => BrokerError::IdentityRequired(m),
+            crate::identity::IdentityError::Invalid(m) => BrokerError::IdentityInvalid(m),
+        }
+    }
 }
 
 impl BrokerError {
     fn status(&self) -> StatusCode {
         use BrokerError::*;
         match self {
-            Unrouted(_) | Denied(_) | Unclassified(_) | NotPlaceholder(_) | PlaintextRefused(_) => StatusCode::FORBIDDEN,
+            Unrouted(_) | Denied(_) | Unclassified(_) | NotPlaceholder(_) | PlaintextRefused(_) | IdentityInvalid(_) => StatusCode::FORBIDDEN,
+            IdentityRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             MintFailed { .. } | AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -69,13 +83,19 @@ impl BrokerError {
             NotAProxyRequest => "not_a_proxy_request",
             NotFound(_) => "not_found",
             PayloadTooLarge(_) => "payload_too_large",
+            IdentityRequired(_) => "identity_required",
+            IdentityInvalid(_) => "identity_invalid",
         }
     }
 
     /// The HTTP answer: status plus a JSON body naming the problem and the request id.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let body = json!({ "error": self.code(), "message": self.to_string(), "request_id": request_id });
+        let challenge = matches!(self, BrokerError::IdentityRequired(_));
         let mut resp = Response::new(full(body.to_string()));
+        if challenge {
+            resp.headers_mut().insert(header::PROXY_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        }
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         if let Ok(v) = http::HeaderValue::from_str(request_id) {

@@ -22,6 +22,7 @@ use crate::classify::{self, Scope};
 use crate::config::{HeaderInject, Inject, Route};
 use crate::inject::header::check_placeholder;
 use crate::policy::{effective_ttl, Decision, RequestFacts};
+use crate::providers::Identity;
 use crate::upstream::Body;
 
 /// Response header carrying the broker's request id (also in every log line and audit record).
@@ -46,11 +47,17 @@ pub fn new_request_id() -> String {
 /// Handle one request for a routed target. Never fails: errors become JSON answers.
 pub async fn handle(broker: Arc<Broker>, target: Arc<Target>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let request_id = new_request_id();
-    let span = tracing::info_span!("request", request_id = %request_id, route = %target.route.name);
+    let span = tracing::info_span!("request", request_id = %request_id, route = %target.route.name, agent_id = tracing::field::Empty, tenant = tracing::field::Empty);
     let response = async {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let result = process(&broker, &target, &request_id, req).await;
+        let result = match broker.identities.for_request(req.extensions(), req.headers()).await {
+            Ok(identity) => {
+                tracing::Span::current().record("agent_id", identity.agent_id.as_str()).record("tenant", identity.tenant.as_str());
+                process(&broker, &target, &identity, &request_id, req).await
+            }
+            Err(e) => Err(BrokerError::from(e)),
+        };
         match result {
             Ok(resp) => {
                 broker.metrics.request(&target.route.name, "forwarded");
@@ -76,21 +83,22 @@ fn with_request_id(mut resp: Response<Body>, request_id: &str) -> Response<Body>
     resp
 }
 
-async fn process(broker: &Arc<Broker>, target: &Target, request_id: &str, req: Request<Incoming>) -> Result<Response<Body>, BrokerError> {
+async fn process(broker: &Arc<Broker>, target: &Target, identity: &Identity, request_id: &str, req: Request<Incoming>) -> Result<Response<Body>, BrokerError> {
     if req.headers().contains_key(http::header::CONTENT_LENGTH) && req.headers().contains_key(http::header::TRANSFER_ENCODING) {
         // Request smuggling guard: the two framings disagree about where the body ends.
         return Err(BrokerError::BadRequest("both Content-Length and Transfer-Encoding are set".into()));
     }
     let path = format!("{}{}", target.base_path, req.uri().path());
     match &target.route.inject {
-        Inject::Header(inject) => process_header_route(broker, target, request_id, req, path, inject).await,
-        Inject::SigV4(sigv4) => aws::process(broker, target, request_id, req, path, sigv4).await,
+        Inject::Header(inject) => process_header_route(broker, target, identity, request_id, req, path, inject).await,
+        Inject::SigV4(sigv4) => aws::process(broker, target, identity, request_id, req, path, sigv4).await,
     }
 }
 
 async fn process_header_route(
     broker: &Arc<Broker>,
     target: &Target,
+    identity: &Identity,
     request_id: &str,
     req: Request<Incoming>,
     path: String,
@@ -101,20 +109,20 @@ async fn process_header_route(
     let scope = match classify::http::classify(req.method().as_str(), target.scheme, &target.host, &path) {
         Ok(s) => s,
         Err(e) => {
-            audit(broker, denial(broker, route, request_id, None, e.reason.clone())).await?;
+            audit(broker, denial(identity, route, request_id, None, e.reason.clone())).await?;
             return Err(BrokerError::Unclassified(e.reason));
         }
     };
-    let decision = authorize(broker, route, &facts, &scope).await?;
+    let decision = authorize(broker, identity, route, &facts, &scope).await?;
 
     // Checked before minting: a request that will be refused must not cause an issuance.
     if let Err(e) = check_placeholder(req.headers(), inject) {
-        audit(broker, denial(broker, route, request_id, Some(scope), e.to_string())).await?;
+        audit(broker, denial(identity, route, request_id, Some(scope), e.to_string())).await?;
         return Err(BrokerError::NotPlaceholder(e.to_string()));
     }
 
     let ttl = effective_ttl(&decision, broker.config.credentials.default_ttl);
-    let lease = credential::obtain(broker, route, &scope, req.method().as_str(), ttl, request_id, &decision.reason).await?;
+    let lease = credential::obtain(broker, identity, route, &scope, req.method().as_str(), ttl, request_id, &decision.reason).await?;
     upstream::forward(broker, target, req, &path, &lease, inject).await
 }
 
@@ -129,8 +137,8 @@ fn request_facts(target: &Target, request_id: &str, method: &http::Method, path:
 }
 
 /// The audit record of a refusal.
-fn denial(broker: &Broker, route: &Route, request_id: &str, scope: Option<Scope>, reason: String) -> AuditRecord {
-    let mut r = AuditRecord::new(AuditEvent::Deny, request_id, &broker.identity.agent_id, &broker.identity.tenant);
+fn denial(identity: &Identity, route: &Route, request_id: &str, scope: Option<Scope>, reason: String) -> AuditRecord {
+    let mut r = AuditRecord::new(AuditEvent::Deny, request_id, &identity.agent_id, &identity.tenant);
     r.route = Some(route.name.clone());
     r.scope = scope;
     r.decision = Some("deny".into());
@@ -139,11 +147,11 @@ fn denial(broker: &Broker, route: &Route, request_id: &str, scope: Option<Scope>
 }
 
 /// Ask the policy; a deny is audited and becomes a 403 with the policy's reason.
-async fn authorize(broker: &Broker, route: &Route, facts: &RequestFacts, scope: &Scope) -> Result<Decision, BrokerError> {
-    let decision = broker.policy.decide(&broker.identity, facts, scope);
+async fn authorize(broker: &Broker, identity: &Identity, route: &Route, facts: &RequestFacts, scope: &Scope) -> Result<Decision, BrokerError> {
+    let decision = broker.policy.decide(identity, facts, scope);
     broker.metrics.policy_decision(decision.allow);
     if !decision.allow {
-        audit(broker, denial(broker, route, &facts.id, Some(scope.clone()), decision.reason.clone())).await?;
+        audit(broker, denial(identity, route, &facts.id, Some(scope.clone()), decision.reason.clone())).await?;
         return Err(BrokerError::Denied(decision.reason));
     }
     Ok(decision)

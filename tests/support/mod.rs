@@ -4,6 +4,7 @@
 pub mod alert_receiver;
 pub mod broker;
 pub mod clients;
+pub mod jwt;
 pub mod moto;
 pub mod pki;
 pub mod token_endpoint;

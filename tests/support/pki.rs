@@ -40,4 +40,21 @@ impl TestCa {
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(cfg)
     }
+
+    /// A leaf certificate with these SANs, written as `{stem}.crt` and `{stem}.key` (PEM).
+    pub fn leaf_files(&self, dir: &Path, stem: &str, sans: Vec<SanType>, client: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, stem);
+        params.subject_alt_names = sans;
+        params.use_authority_key_identifier_extension = true;
+        if client {
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (crt, pem) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&pem, key.serialize_pem()).unwrap();
+        (crt, pem)
+    }
 }

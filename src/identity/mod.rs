@@ -1,0 +1,111 @@
+//! Agent identity: who is asking, per connection. The sidecar's configured identity by default;
+//! with `identity.mode: jwt` or `mtls`, only what the connection proves, and never a fallback.
+
+pub mod jwks;
+pub mod jwt;
+pub mod mtls;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{header, Extensions, HeaderMap};
+
+use crate::config::{IdentityConfig, IdentityMode};
+use crate::providers::Identity;
+use crate::upstream::HttpClient;
+use jwt::JwtVerifier;
+use mtls::MtlsListener;
+
+/// The identity a connection proved (a CONNECT's token, an mTLS certificate), carried to each of
+/// its requests as a request extension.
+#[derive(Debug, Clone)]
+pub struct ConnectionIdentity(pub Arc<Identity>);
+
+/// Why a request has no identity.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IdentityError {
+    /// Nothing was presented: 407 with a `Proxy-Authenticate: Bearer` challenge.
+    #[error("{0}")]
+    Missing(String),
+    /// Something was presented and it does not hold: 403.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Resolves the identity of each connection or request, per `identity.mode`.
+pub struct AgentIdentities {
+    sidecar: Arc<Identity>,
+    verifier: Verifier,
+}
+
+enum Verifier {
+    Sidecar,
+    Jwt(Box<JwtVerifier>),
+    Mtls(MtlsListener),
+}
+
+impl AgentIdentities {
+    pub async fn build(config: &IdentityConfig, client: &HttpClient, timeout: Duration) -> anyhow::Result<AgentIdentities> {
+        let sidecar = Arc::new(Identity { agent_id: config.agent_id.clone(), tenant: config.tenant.clone(), labels: config.labels.clone() });
+        let verifier = match &config.mode {
+            IdentityMode::Sidecar => Verifier::Sidecar,
+            IdentityMode::Jwt(settings) => {
+                let jwks = jwks::Jwks::load(settings.jwks.clone(), client.clone(), timeout).await?;
+                Verifier::Jwt(Box::new(JwtVerifier::new(settings.clone(), jwks)))
+            }
+            IdentityMode::Mtls(settings) => Verifier::Mtls(MtlsListener::new(settings.clone())?),
+        };
+        Ok(AgentIdentities { sidecar, verifier })
+    }
+
+    /// The TLS listener when agents identify by client certificate.
+    pub fn mtls(&self) -> Option<&MtlsListener> {
+        match &self.verifier {
+            Verifier::Mtls(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The identity of a request: the one its connection proved, else its own
+    /// `Proxy-Authorization` token (jwt mode), else the sidecar's (sidecar mode only).
+    pub async fn for_request(&self, extensions: &Extensions, headers: &HeaderMap) -> Result<Arc<Identity>, IdentityError> {
+        if let Some(ConnectionIdentity(identity)) = extensions.get::<ConnectionIdentity>() {
+            return Ok(identity.clone());
+        }
+        match &self.verifier {
+            Verifier::Sidecar => Ok(self.sidecar.clone()),
+            Verifier::Jwt(verifier) => {
+                let token = bearer_token(headers)?;
+                let agent =
+                    verifier.verify(token, SystemTime::now()).await.map_err(|reason| IdentityError::Invalid(format!("identity token rejected: {reason}")))?;
+                Ok(Arc::new(self.agent(agent.agent_id, agent.tenant, "jwt")))
+            }
+            Verifier::Mtls(_) => Err(IdentityError::Invalid("agents identify by client certificate: use the TLS proxy listener".into())),
+        }
+    }
+
+    /// The identity an mTLS client certificate names.
+    pub fn for_certificate(&self, agent: mtls::CertifiedAgent) -> Arc<Identity> {
+        Arc::new(self.agent(agent.spiffe_id, agent.tenant, "mtls"))
+    }
+
+    /// A per-connection identity: the sidecar's labels (pod, namespace) plus how it was proven;
+    /// the tenant is the connection's own when configured so, else the static one.
+    fn agent(&self, agent_id: String, tenant: Option<String>, method: &str) -> Identity {
+        let mut labels = self.sidecar.labels.clone();
+        labels.insert("identity_method".into(), method.into());
+        Identity { agent_id, tenant: tenant.unwrap_or_else(|| self.sidecar.tenant.clone()), labels }
+    }
+}
+
+/// The token from `Proxy-Authorization: Bearer …`.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentityError> {
+    let Some(value) = headers.get(header::PROXY_AUTHORIZATION) else {
+        return Err(IdentityError::Missing("this proxy requires an agent identity token: send Proxy-Authorization: Bearer <JWT>".into()));
+    };
+    let value = value.to_str().map_err(|_| IdentityError::Invalid("Proxy-Authorization is not valid text".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(IdentityError::Invalid("Proxy-Authorization must use the Bearer scheme with a JWT".into())),
+    }
+}

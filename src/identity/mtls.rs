@@ -1,0 +1,94 @@
+//! mTLS on the proxy listener: the client certificate must chain to the configured CA bundle, and
+//! its one SPIFFE ID (URI SAN) is the agent id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use x509_parser::extensions::GeneralName;
+
+use crate::config::MtlsSettings;
+
+/// Terminates TLS on the proxy port and names the agent behind each connection.
+pub struct MtlsListener {
+    acceptor: TlsAcceptor,
+    settings: MtlsSettings,
+}
+
+/// The agent a certificate names: its SPIFFE ID, and the tenant segment when configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedAgent {
+    pub spiffe_id: String,
+    pub tenant: Option<String>,
+}
+
+impl MtlsListener {
+    pub fn new(settings: MtlsSettings) -> anyhow::Result<MtlsListener> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = CertificateDer::pem_file_iter(&settings.client_ca_file)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("identity.mtls.client_ca_file {}", settings.client_ca_file.display()))?;
+        let (added, _) = roots.add_parsable_certificates(cas);
+        anyhow::ensure!(added > 0, "identity.mtls.client_ca_file {}: no CA certificate in it", settings.client_ca_file.display());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().context("building the client certificate verifier")?;
+        let chain = CertificateDer::pem_file_iter(&settings.cert_file)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("identity.mtls.cert_file {}", settings.cert_file.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&settings.key_file).with_context(|| format!("identity.mtls.key_file {}", settings.key_file.display()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .context("identity.mtls: the certificate and key do not form a usable pair")?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(MtlsListener { acceptor: TlsAcceptor::from(Arc::new(config)), settings })
+    }
+
+    /// Handshake (a verified client certificate is required) and read the agent from it.
+    pub async fn accept(&self, stream: TcpStream, timeout: Duration) -> Result<(TlsStream<TcpStream>, CertifiedAgent), String> {
+        let tls = match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+            Err(_) => return Err("TLS handshake timed out".into()),
+        };
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
+        let agent = certified_agent(leaf.as_ref(), &self.settings)?;
+        Ok((tls, agent))
+    }
+}
+
+/// The SPIFFE ID of a (verified) leaf certificate; exactly one `spiffe://` URI SAN is required.
+pub fn certified_agent(der: &[u8], settings: &MtlsSettings) -> Result<CertifiedAgent, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| "client certificate cannot be parsed".to_string())?;
+    let san = cert.subject_alternative_name().map_err(|_| "client certificate has a malformed subjectAltName".to_string())?;
+    let uris: Vec<&str> =
+        san.map(|s| s.value.general_names.iter().filter_map(|n| if let GeneralName::URI(u) = n { Some(*u) } else { None }).collect()).unwrap_or_default();
+    let spiffe: Vec<&str> = uris.into_iter().filter(|u| u.starts_with("spiffe://")).collect();
+    let [id] = spiffe.as_slice() else {
+        return Err(format!("client certificate must carry exactly one SPIFFE ID in its URI SAN (found {})", spiffe.len()));
+    };
+    let rest = &id["spiffe://".len()..];
+    let (trust_domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if trust_domain.is_empty() || id.len() > 2048 || id.contains(['?', '#']) {
+        return Err("client certificate's SPIFFE ID is malformed".into());
+    }
+    if settings.trust_domain.as_deref().is_some_and(|td| !td.eq_ignore_ascii_case(trust_domain)) {
+        return Err("client certificate's SPIFFE ID is not in the trusted trust domain".into());
+    }
+    let tenant = match settings.tenant_path_segment {
+        None => None,
+        Some(i) => match path.split('/').nth(i) {
+            Some(t) if !t.is_empty() => Some(t.to_string()),
+            _ => return Err(format!("client certificate's SPIFFE ID has no path segment {i} to name the tenant")),
+        },
+    };
+    Ok(CertifiedAgent { spiffe_id: id.to_string(), tenant })
+}
