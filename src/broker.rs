@@ -156,6 +156,9 @@ async fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result
             ProviderConfig::AzureAccessToken(settings) => Arc::new(
                 crate::providers::azure::AzureAccessTokenProvider::new(name, settings.clone(), client.clone()).with_context(|| format!("providers.{name}"))?,
             ),
+            ProviderConfig::PostgresNative(settings) => {
+                Arc::new(crate::providers::postgres_native::PostgresNativeProvider::from_config(name, settings).with_context(|| format!("providers.{name}"))?)
+            }
         };
         out.insert(name.clone(), provider);
     }

@@ -68,6 +68,7 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
         Some(ProviderConfig::AwsSecretsManager(settings)) => crate::providers::aws_secrets_manager::credential_scope(settings),
         Some(ProviderConfig::AzureKeyVault(settings)) => crate::providers::azure::key_vault::credential_scope(settings),
         Some(ProviderConfig::AzureAccessToken(settings)) => settings.scope.clone(),
+        Some(ProviderConfig::PostgresNative(s)) => crate::providers::postgres_native::credential_scope(&route.provider, &s.host, &s.database),
         Some(ProviderConfig::Sts(_)) | None => String::new(),
     };
     Ok(json!({

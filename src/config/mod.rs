@@ -137,6 +137,22 @@ pub enum ProviderConfig {
     GcpAccessToken(GcpAccessTokenSettings),
     AzureKeyVault(AzureKeyVaultSettings),
     AzureAccessToken(AzureAccessTokenSettings),
+    PostgresNative(PostgresNativeConfig),
+}
+
+/// A `postgres_native` provider: the admin connection (plaintext, so loopback only) and what
+/// each minted role may do.
+#[derive(Debug, Clone)]
+pub struct PostgresNativeConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub admin_user: String,
+    pub admin_password_file: PathBuf,
+    /// `GRANT <grant> TO <role>` clauses, e.g. `SELECT ON ALL TABLES IN SCHEMA public`.
+    pub grants: Vec<String>,
+    pub member_of: Vec<String>,
+    pub ttl: Duration,
 }
 
 /// One Secrets Manager secret (or one JSON key of it), read with the broker's own AWS identity.
@@ -256,6 +272,7 @@ impl ProviderConfig {
             ProviderConfig::GcpAccessToken(_) => "gcp_access_token",
             ProviderConfig::AzureKeyVault(_) => "azure_key_vault",
             ProviderConfig::AzureAccessToken(_) => "azure_access_token",
+            ProviderConfig::PostgresNative(_) => "postgres_native",
         }
     }
 }

@@ -207,6 +207,24 @@ pub enum RawProvider {
         resource: Option<String>,
         identity: Option<RawAzureIdentity>,
     },
+    /// Short-lived Postgres roles the broker creates itself through an admin connection.
+    #[serde(rename = "postgres_native")]
+    PostgresNative(RawPostgresNative),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgresNative {
+    pub host: String,
+    pub port: Option<u16>,
+    pub database: String,
+    pub admin_user: String,
+    pub admin_password_file: String,
+    #[serde(default)]
+    pub grants: Vec<String>,
+    #[serde(default)]
+    pub member_of: Vec<String>,
+    pub ttl_seconds: Option<u64>,
 }
 
 /// Exactly one of the two: the broker's own Azure identity.

@@ -9,6 +9,7 @@ use super::raw::*;
 use super::*;
 
 mod azure;
+mod postgres_native;
 
 /// A host name pattern: `api.example.com` or `*.example.com` (any subdomain, not the apex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +365,7 @@ fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode
                 Some(settings) => ProviderConfig::AzureAccessToken(settings),
                 None => continue,
             },
+            RawProvider::PostgresNative(raw) => ProviderConfig::PostgresNative(postgres_native::validate(p, &path, base, raw)),
         };
         out.insert(name, validated);
     }
@@ -401,6 +403,9 @@ fn validate_routes(p: &mut Problems, raw: Vec<RawRoute>, providers: &BTreeMap<St
         });
         if !providers.contains_key(&r.provider) {
             p.add(format!("{path}.provider"), format!("unknown provider {:?}", r.provider));
+        }
+        if matches!(providers.get(&r.provider), Some(ProviderConfig::PostgresNative(_))) {
+            p.add(format!("{path}.provider"), "a postgres_native provider mints database logins; an HTTP route cannot use it");
         }
         let sigv4_provider = matches!(providers.get(&r.provider), Some(ProviderConfig::Sts(_)));
         let header = match (r.inject.header, r.inject.sigv4) {

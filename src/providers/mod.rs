@@ -8,6 +8,7 @@ pub mod cache;
 pub mod env;
 pub mod gcp;
 pub mod oauth2;
+pub mod postgres_native;
 pub mod retry;
 pub mod rotation;
 pub mod secret;
@@ -69,6 +70,8 @@ pub enum Credential {
     /// AWS session credentials, used to SigV4-sign. The key id is not secret by itself but is
     /// kept out of logs and audit all the same: it names a live session.
     AwsSession { access_key_id: Secret, secret_access_key: Secret, session_token: Secret },
+    /// A database login: a user name (not secret, it names the just-in-time role) and its password.
+    Password { username: String, password: Secret },
 }
 
 impl Credential {
@@ -77,6 +80,7 @@ impl Credential {
         match self {
             Credential::Token(s) => vec![s],
             Credential::AwsSession { access_key_id, secret_access_key, session_token } => vec![access_key_id, secret_access_key, session_token],
+            Credential::Password { password, .. } => vec![password],
         }
     }
 }

@@ -7,5 +7,6 @@ pub mod clients;
 pub mod jwt;
 pub mod moto;
 pub mod pki;
+pub mod postgres;
 pub mod token_endpoint;
 pub mod upstream;
