@@ -22,6 +22,8 @@ pub struct BoundAddresses {
     pub transparent: Option<SocketAddr>,
     pub health: Option<SocketAddr>,
     pub endpoints: BTreeMap<String, SocketAddr>,
+    /// Postgres listeners by database name.
+    pub databases: BTreeMap<String, SocketAddr>,
     pub ca_cert: String,
 }
 
@@ -43,6 +45,7 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         transparent: None,
         health: None,
         endpoints: BTreeMap::new(),
+        databases: BTreeMap::new(),
         ca_cert: config.tls.ca_cert_path.display().to_string(),
     };
 
@@ -80,6 +83,11 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
             endpoint::serve(b.clone(), builder.clone(), d.clone(), target.clone(), stream)
         })));
     }
+    for db in &config.databases {
+        let l = bind(db.listen, &format!("database {}", db.name)).await?;
+        bound.databases.insert(db.name.clone(), l.local_addr()?);
+        tasks.push(tokio::spawn(crate::postgres::serve(l, broker.clone(), db.clone(), connections.clone())));
+    }
     if let Some(addr) = config.listeners.admin {
         let l = bind(addr, "admin").await?;
         bound.admin = Some(l.local_addr()?);
@@ -92,7 +100,7 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
     }
     tasks.push(crate::policy::spawn_reloader(broker.policy.clone(), config.policy.reload_interval));
 
-    tracing::info!(proxy = ?bound.proxy, admin = ?bound.admin, transparent = ?bound.transparent, health = ?bound.health, endpoints = ?bound.endpoints, ca_cert = %bound.ca_cert, audit = %config.audit.path.display(), "credential-broker listening");
+    tracing::info!(proxy = ?bound.proxy, admin = ?bound.admin, transparent = ?bound.transparent, health = ?bound.health, endpoints = ?bound.endpoints, databases = ?bound.databases, ca_cert = %bound.ca_cert, audit = %config.audit.path.display(), "credential-broker listening");
     if let Some(path) = addresses_file {
         std::fs::write(path, serde_json::to_vec_pretty(&bound)?).with_context(|| format!("writing {}", path.display()))?;
     }

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod postgres;
 pub mod providers;
 pub mod telemetry;
 pub mod tls;

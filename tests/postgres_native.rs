@@ -145,9 +145,12 @@ async fn a_role_stops_working_at_its_expiry_and_is_swept() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(role_exists(&pg, &user));
+    // An operator's own expired role that merely starts with cb_ is not the provider's to drop.
+    pg.admin_sql("CREATE ROLE cb_ops VALID UNTIL '2000-01-01'");
     let swept = provider.sweep_expired().await.unwrap();
     assert_eq!(swept, vec![user.clone()]);
     assert!(!role_exists(&pg, &user));
+    assert!(role_exists(&pg, "cb_ops"));
 }
 
 const CONFIG: &str = r#"
@@ -160,7 +163,7 @@ providers:
     host: 127.0.0.1
     port: PORT
     database: shop
-    admin_user: cb_admin
+    admin_user: broker_admin
     admin_password_file: PASSWORD_FILE
     grants: ["SELECT ON public.orders"]
     ttl_seconds: 600

@@ -33,6 +33,22 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub limits: Limits,
     pub logging: LoggingConfig,
+    /// Postgres listeners, one per database.
+    pub databases: Vec<DatabaseConfig>,
+}
+
+/// A Postgres listener: agents connect to `listen` with no password; the broker logs in to
+/// `upstream` with a user its `provider` mints for the session.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// `host:port`
+    pub upstream: String,
+    /// The host part of `upstream`, as statement resources name it (`postgres://HOST/DB/…`).
+    pub upstream_host: String,
+    pub database: String,
+    pub provider: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,6 +36,19 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub logging: RawLogging,
+    #[serde(default)]
+    pub databases: Vec<RawDatabase>,
+}
+
+/// A Postgres listener (`databases[]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub name: String,
+    pub listen: String,
+    pub upstream: String,
+    pub database: String,
+    pub provider: String,
 }
 
 #[derive(Debug, Deserialize, Default)]

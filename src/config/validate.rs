@@ -9,6 +9,7 @@ use super::raw::*;
 use super::*;
 
 mod azure;
+mod databases;
 mod postgres_native;
 
 /// A host name pattern: `api.example.com` or `*.example.com` (any subdomain, not the apex).
@@ -225,8 +226,10 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         level: raw.logging.level.unwrap_or_else(|| "info".into()),
     };
 
+    let databases = databases::validate(&mut p, raw.databases, &providers);
+
     if p.0.is_empty() {
-        Ok(Config { mode, identity, listeners, tls, passthrough_hosts, routes, providers, policy, credentials, audit, admin, alerts, limits, logging })
+        Ok(Config { mode, identity, listeners, tls, passthrough_hosts, routes, providers, policy, credentials, audit, admin, alerts, limits, logging, databases })
     } else {
         Err(p.0)
     }

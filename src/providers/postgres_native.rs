@@ -17,8 +17,11 @@ use tokio_postgres::{Client, NoTls};
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
 
-/// Roles this provider creates start with this; the expiry sweep only ever drops such roles.
+/// Roles this provider creates start with this.
 pub const ROLE_PREFIX: &str = "cb_";
+/// The exact shape of a minted role name (see [`role_name`]); the expiry sweep drops nothing else,
+/// so an operator's own `cb_…` role with an expiry is never touched.
+const MINTED_ROLE_PATTERN: &str = "^cb_[a-z0-9_]{1,40}_[0-9a-f]{16}$";
 
 /// What a `postgres_native` provider needs: where the admin connection goes and what a minted
 /// role may do.
@@ -166,7 +169,7 @@ impl PostgresNativeProvider {
         let client = self.admin_connection().await?;
         let rows = tokio::time::timeout(
             self.settings.timeout,
-            client.query("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) AND rolvaliduntil < now()", &[&ROLE_PREFIX]),
+            client.query("SELECT rolname FROM pg_roles WHERE rolname ~ $1 AND rolvaliduntil < now()", &[&MINTED_ROLE_PATTERN]),
         )
         .await
         .map_err(|_| ProviderError::retryable("listing expired roles: timed out"))?
@@ -273,6 +276,18 @@ mod tests {
         assert!(name.len() <= 63, "{name}");
         assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{name}");
         assert_ne!(role_name("a"), role_name("a"));
+        let pattern = regex_lite_match(&name);
+        assert!(pattern, "{name} does not match the sweep pattern {MINTED_ROLE_PATTERN}");
+    }
+
+    /// MINTED_ROLE_PATTERN, checked by hand (the regex runs in Postgres).
+    fn regex_lite_match(name: &str) -> bool {
+        let Some(rest) = name.strip_prefix("cb_") else { return false };
+        let Some((agent, suffix)) = rest.rsplit_once('_') else { return false };
+        (1..=40).contains(&agent.len())
+            && agent.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && suffix.len() == 16
+            && suffix.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
     }
 
     #[test]

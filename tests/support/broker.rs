@@ -16,6 +16,8 @@ pub struct Addresses {
     #[serde(default)]
     pub health: Option<SocketAddr>,
     pub endpoints: std::collections::BTreeMap<String, SocketAddr>,
+    #[serde(default)]
+    pub databases: std::collections::BTreeMap<String, SocketAddr>,
     pub ca_cert: PathBuf,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! `initdb` and `postgres` refuse to run as root, so when the tests run as root the server runs as
 //! the `postgres` system user (through `setpriv`) in a tempdir chowned to it. TCP connections
-//! authenticate with scram-sha-256; the superuser `cb_admin` has a random password.
+//! authenticate with scram-sha-256; the superuser `broker_admin` has a random password.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The superuser the harness creates (the broker's admin connection logs in as this).
-pub const SUPERUSER: &str = "cb_admin";
+pub const SUPERUSER: &str = "broker_admin";
 /// The database the tests use (created besides `postgres`).
 pub const DATABASE: &str = "shop";
 

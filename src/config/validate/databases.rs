@@ -1,0 +1,42 @@
+//! Validation of the Postgres listeners (`databases[]`), every problem with its key path.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{socket_addr, Problems};
+use crate::config::raw::RawDatabase;
+use crate::config::{DatabaseConfig, ProviderConfig};
+
+pub(super) fn validate(p: &mut Problems, raw: Vec<RawDatabase>, providers: &BTreeMap<String, ProviderConfig>) -> Vec<DatabaseConfig> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, d) in raw.into_iter().enumerate() {
+        let path = format!("databases[{i}]");
+        if d.name.is_empty() || !names.insert(d.name.clone()) {
+            p.add(format!("{path}.name"), format!("{:?} is empty or not unique", d.name));
+        }
+        let listen = socket_addr(p, &format!("{path}.listen"), &d.listen);
+        // The agent side has no password: only processes of this pod may reach it.
+        if listen.is_some_and(|a| !a.ip().is_loopback()) {
+            p.add(format!("{path}.listen"), "agents log in without a password, so the listener must be on loopback");
+        }
+        let upstream_host = match d.upstream.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Some(host.trim_start_matches('[').trim_end_matches(']').to_string()),
+            _ => {
+                p.add(format!("{path}.upstream"), format!("{:?} is not host:port", d.upstream));
+                None
+            }
+        };
+        if d.database.is_empty() {
+            p.add(format!("{path}.database"), "is required");
+        }
+        match providers.get(&d.provider) {
+            Some(ProviderConfig::PostgresNative(_)) => {}
+            Some(other) => p.add(format!("{path}.provider"), format!("a {} provider cannot mint database logins; use postgres_native", other.kind())),
+            None => p.add(format!("{path}.provider"), format!("unknown provider {:?}", d.provider)),
+        }
+        if let (Some(listen), Some(upstream_host)) = (listen, upstream_host) {
+            out.push(DatabaseConfig { name: d.name, listen, upstream: d.upstream, upstream_host, database: d.database, provider: d.provider });
+        }
+    }
+    out
+}

@@ -1,0 +1,281 @@
+//! One agent connection: startup without a password, a just-in-time user minted for the session,
+//! the upstream login, then a relay that checks every `Query` and `Parse` against policy.
+//!
+//! A denied statement is not answered out of band (that would race the server's answers to
+//! messages already forwarded): it is replaced by a statement that fails at parse time with a
+//! unique marker, and the server's error for it is swapped for the broker's 42501 on the way back.
+//! So the agent sees the error in order, the transaction state is the server's own, and
+//! extended-protocol error handling (skip to `Sync`) is the server's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+
+use super::wire::{self, read_message, read_startup, WireError};
+use super::{upstream, DatabaseListener};
+use crate::audit::record::rfc3339;
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::broker::Broker;
+use crate::classify::postgres::{classify_parse, classify_sql, is_session_changing, Database, StatementScope};
+use crate::classify::{Permission, Scope};
+use crate::policy::RequestFacts;
+use crate::providers::retry::with_retries;
+use crate::providers::{Credential, Identity, Lease, MintRequest, SharedProvider};
+
+/// Startup parameters passed on to the server. Everything else is dropped: `options` could set
+/// `role` or `search_path`, `replication` would open a replication session.
+const FORWARDED_PARAMETERS: &[&str] = &["application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "extra_float_digits"];
+
+/// Serve one agent connection to the end.
+pub async fn serve(broker: Arc<Broker>, db: Arc<DatabaseListener>, mut agent: TcpStream) {
+    let session_id = format!("pgs-{}", uuid::Uuid::now_v7().simple());
+    match start(&broker, &db, &mut agent, &session_id).await {
+        Ok(Some((upstream, lease, provider))) => {
+            let session = Session { broker: broker.clone(), db: db.clone(), identity: broker.identity.clone(), session_id: session_id.clone() };
+            if let Err(e) = session.relay(agent, upstream).await {
+                tracing::debug!(session = %session_id, error = %e, "postgres session ended");
+            }
+            // The user was made for this session only.
+            if let Err(e) = provider.revoke(&lease).await {
+                tracing::warn!(session = %session_id, lease_id = %lease.id, error = %e, "dropping the session's postgres user failed");
+            }
+        }
+        Ok(None) => {}
+        Err(message) => {
+            tracing::warn!(session = %session_id, database = %db.name, error = %message, "postgres session refused");
+            let _ = agent.write_all(&wire::error_response("FATAL", "08004", &format!("credential-broker: {message}"))).await;
+        }
+    }
+}
+
+type Started = (TcpStream, Lease, SharedProvider);
+
+/// Startup to `AuthenticationOk`: `Ok(None)` when the agent went away or only asked to cancel.
+async fn start(broker: &Arc<Broker>, db: &DatabaseListener, agent: &mut TcpStream, session_id: &str) -> Result<Option<Started>, String> {
+    let startup = loop {
+        let packet = match read_startup(agent).await {
+            Ok(p) => p,
+            Err(WireError::Closed) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        match packet.code {
+            // No TLS on the loopback listener: the agent goes on in cleartext.
+            wire::SSL_REQUEST | wire::GSSENC_REQUEST => agent.write_all(b"N").await.map_err(|e| e.to_string())?,
+            // TODO: forward cancel requests (needs the upstream BackendKeyData per session).
+            wire::CANCEL_REQUEST => return Ok(None),
+            wire::PROTOCOL_3_0 => break packet,
+            other => return Err(format!("unsupported protocol version {other}")),
+        }
+    };
+    let params = startup.parameters().map_err(|e| e.to_string())?;
+    if let Some((_, asked)) = params.iter().find(|(k, _)| k == "database") {
+        if asked != &db.database {
+            return Err(format!("this listener serves database {:?} only, not {asked:?}", db.database));
+        }
+    }
+    let mut forwarded: Vec<(String, String)> = params.into_iter().filter(|(k, _)| FORWARDED_PARAMETERS.contains(&k.as_str())).collect();
+    forwarded.push(("database".into(), db.database.clone()));
+
+    let provider = broker.providers.get(&db.provider).cloned().ok_or_else(|| format!("provider {:?} is not configured", db.provider))?;
+    let lease = mint(broker, db, &provider, session_id).await?;
+    let Credential::Password { username, password } = &lease.credential else {
+        return Err(format!("provider {:?} does not mint database logins", db.provider));
+    };
+    let upstream = match upstream::login(&db.upstream, username, password, &forwarded).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = provider.revoke(&lease).await;
+            return Err(e.to_string());
+        }
+    };
+    agent.write_all(&wire::authentication_ok()).await.map_err(|e| e.to_string())?;
+    Ok(Some((upstream, lease, provider)))
+}
+
+/// A fresh user for this session: retried, alerted on failure, recorded before use.
+async fn mint(broker: &Arc<Broker>, db: &DatabaseListener, provider: &SharedProvider, session_id: &str) -> Result<Lease, String> {
+    let identity = broker.identity.clone();
+    let scope = Scope {
+        service: "postgres".into(),
+        region: None,
+        permissions: vec![Permission { action: "postgres:CONNECT".into(), resource: format!("postgres://{}/{}", db.upstream_host, db.database) }],
+    };
+    let req = MintRequest {
+        credential_scope: provider.credential_scope(&scope, "CONNECT"),
+        identity: identity.clone(),
+        scope: scope.clone(),
+        ttl: broker.config.credentials.default_ttl,
+        request_id: session_id.into(),
+    };
+    let minted = with_retries(&broker.config.credentials.retry, |_| provider.mint(&req)).await;
+    let lease = match minted {
+        Ok(lease) => {
+            broker.alerts.minting_recovered(provider.name());
+            lease
+        }
+        Err(failure) => {
+            broker.alerts.minting_failure(provider.name(), &identity.agent_id, &identity.tenant, failure.attempts, &failure.last_error.message);
+            return Err(format!("no database credential after {} attempts: {}", failure.attempts, failure.last_error.message));
+        }
+    };
+    let mut record = AuditRecord::new(AuditEvent::Issue, session_id, &identity.agent_id, &identity.tenant);
+    record.route = Some(format!("database:{}", db.name));
+    record.decision = Some("allow".into());
+    record.scope = Some(scope);
+    record.credential_scope = Some(lease.credential_scope.clone());
+    record.provider = Some(provider.name().to_string());
+    record.lease_id = Some(lease.id.clone());
+    record.expiry = Some(rfc3339(lease.expires_at));
+    record.details = lease.details.clone();
+    if let Err(e) = broker.audit(record).await {
+        let _ = provider.revoke(&lease).await;
+        return Err(format!("the issuance could not be audited: {e}"));
+    }
+    tracing::info!(session = %session_id, lease_id = %lease.id, expiry = %rfc3339(lease.expires_at), "postgres user issued");
+    Ok(lease)
+}
+
+struct Session {
+    broker: Arc<Broker>,
+    db: Arc<DatabaseListener>,
+    identity: Identity,
+    session_id: String,
+}
+
+/// Denials in flight: marker → the reason the agent will read.
+type Pending = Arc<Mutex<HashMap<String, String>>>;
+
+impl Session {
+    async fn relay(&self, agent: TcpStream, upstream: TcpStream) -> Result<(), WireError> {
+        let pending: Pending = Arc::default();
+        let (mut agent_read, agent_write) = agent.into_split();
+        let (mut upstream_read, upstream_write) = upstream.into_split();
+        let to_upstream = async {
+            let mut out = BufWriter::new(upstream_write);
+            loop {
+                let message = read_message(&mut agent_read).await?;
+                let tag = message.tag;
+                let forward = match tag {
+                    b'Q' => self.checked_query(&message, &pending).await?,
+                    b'P' => self.checked_parse(&message, &pending).await?,
+                    // Fast-path function calls run any function by OID, beyond what SQL scope sees.
+                    b'F' => {
+                        self.audit_denied(None, "fast-path function calls are not allowed through the broker").await;
+                        return Err(WireError::Malformed("fast-path function call"));
+                    }
+                    _ => message.raw,
+                };
+                out.write_all(&forward).await?;
+                // Flush when the agent waits for an answer; batch the rest.
+                if matches!(tag, b'Q' | b'S' | b'H' | b'X' | b'c' | b'f') {
+                    out.flush().await?;
+                }
+                if tag == b'X' {
+                    return Ok::<(), WireError>(());
+                }
+            }
+        };
+        let to_agent = async {
+            let mut out = BufWriter::new(agent_write);
+            loop {
+                let message = read_message(&mut upstream_read).await?;
+                let tag = message.tag;
+                let raw = if tag == b'E' { replace_denial(message, &pending) } else { message.raw };
+                out.write_all(&raw).await?;
+                if matches!(tag, b'Z' | b'G' | b'H' | b'W' | b'E' | b'A' | b'N' | b'S') {
+                    out.flush().await?;
+                }
+            }
+        };
+        tokio::select! {
+            r = to_upstream => r,
+            r = to_agent => r,
+        }
+    }
+
+    async fn checked_query(&self, message: &wire::Message, pending: &Pending) -> Result<bytes::BytesMut, WireError> {
+        let sql = wire::query_text(message.body())?;
+        let verdict = classify_sql(sql, &self.database()).map_err(|e| e.to_string());
+        match self.judge(verdict).await {
+            None => Ok(message.raw.clone()),
+            Some(reason) => Ok(wire::query(&deny_marker(pending, reason))),
+        }
+    }
+
+    async fn checked_parse(&self, message: &wire::Message, pending: &Pending) -> Result<bytes::BytesMut, WireError> {
+        let (name, sql, types) = wire::parse_fields(message.body())?;
+        let verdict = classify_parse(sql, &self.database()).map(|s| s.into_iter().collect()).map_err(|e| e.to_string());
+        match self.judge(verdict).await {
+            None => Ok(message.raw.clone()),
+            Some(reason) => Ok(wire::parse(name, &deny_marker(pending, reason), types)),
+        }
+    }
+
+    /// `None` when every statement is allowed, else the reason (already audited).
+    async fn judge(&self, verdict: Result<Vec<StatementScope>, String>) -> Option<String> {
+        let statements = match verdict {
+            Ok(s) => s,
+            Err(reason) => {
+                self.audit_denied(None, &reason).await;
+                return Some(reason);
+            }
+        };
+        for statement in statements {
+            if let Some(p) = statement.scope.permissions.iter().find(|p| is_session_changing(&p.action)) {
+                let reason = format!("{} changes the session ({}) and is not allowed through the broker", statement.sql_verb, p.action);
+                self.audit_denied(Some(&statement.scope), &reason).await;
+                return Some(reason);
+            }
+            let facts = RequestFacts {
+                id: self.session_id.clone(),
+                protocol: "postgres".into(),
+                method: statement.sql_verb.clone(),
+                host: self.db.upstream_host.clone(),
+                path: format!("/{}", self.db.database),
+            };
+            let decision = self.broker.policy.decide(&self.identity, &facts, &statement.scope);
+            if !decision.allow {
+                self.audit_denied(Some(&statement.scope), &decision.reason).await;
+                return Some(decision.reason);
+            }
+        }
+        None
+    }
+
+    async fn audit_denied(&self, scope: Option<&Scope>, reason: &str) {
+        let mut record = AuditRecord::new(AuditEvent::Deny, &self.session_id, &self.identity.agent_id, &self.identity.tenant);
+        record.route = Some(format!("database:{}", self.db.name));
+        record.scope = scope.cloned();
+        record.decision = Some("deny".into());
+        record.reason = Some(reason.to_string());
+        if let Err(e) = self.broker.audit(record).await {
+            tracing::error!(session = %self.session_id, error = %e, "auditing a denied statement failed");
+        }
+        tracing::info!(session = %self.session_id, reason, "postgres statement denied");
+    }
+
+    fn database(&self) -> Database {
+        Database { host: self.db.upstream_host.clone(), name: self.db.database.clone(), default_schema: "public".into() }
+    }
+}
+
+/// Registers a denial and returns the statement that stands in for the denied one: an identifier
+/// alone, which the server refuses at parse time naming it.
+fn deny_marker(pending: &Pending, reason: String) -> String {
+    let marker = format!("cb_denied_{}", uuid::Uuid::new_v4().simple());
+    pending.lock().unwrap_or_else(|e| e.into_inner()).insert(marker.clone(), reason);
+    marker
+}
+
+/// The server's error for a stand-in statement becomes the broker's 42501 with the reason.
+fn replace_denial(message: wire::Message, pending: &Pending) -> bytes::BytesMut {
+    let text = wire::error_fields(message.body()).into_iter().find(|(f, _)| *f == b'M').map(|(_, m)| m).unwrap_or_default();
+    let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(marker) = pending.keys().find(|m| text.contains(m.as_str())).cloned() else {
+        return message.raw;
+    };
+    let reason = pending.remove(&marker).unwrap_or_default();
+    wire::error_response("ERROR", "42501", &format!("permission denied by credential-broker: {reason}"))
+}

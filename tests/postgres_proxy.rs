@@ -1,0 +1,177 @@
+//! The Postgres listener end to end: the real `psql` connects to the broker with no password, the
+//! broker logs in upstream with a user minted for the session, and every statement is checked
+//! against policy — a denied one gets SQLSTATE 42501 with the reason and the session goes on.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::broker::Broker;
+use support::postgres::{psql_command, Postgres, DATABASE, SUPERUSER};
+
+const POLICY: &str = r#"
+package credential_broker
+import rego.v1
+
+default decision := {"allow": false, "reason": "no rule allows this request"}
+
+decision := {"allow": true, "reason": "agents may read orders"} if {
+    input.scope.action == "postgres:SELECT"
+    input.scope.resource in {"postgres://127.0.0.1/shop/public.orders", "postgres://127.0.0.1/shop"}
+}
+
+decision := {"allow": false, "reason": "deleting orders needs a human"} if {
+    input.scope.action == "postgres:DELETE"
+}
+"#;
+
+struct Proxy {
+    dir: tempfile::TempDir,
+    pg: Postgres,
+    broker: Broker,
+}
+
+impl Proxy {
+    fn start() -> Proxy {
+        let pg = Postgres::start();
+        pg.admin_sql(
+            "CREATE TABLE orders (id int primary key, item text); INSERT INTO orders VALUES (1, 'book'), (2, 'lamp'); CREATE TABLE customers (id int)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin-password"), &pg.password).unwrap();
+        std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+        let broker = Broker::start(dir.path(), &config_yaml(dir.path(), &pg), &[]);
+        Proxy { dir, pg, broker }
+    }
+
+    /// `psql` against the broker's listener with no password anywhere; `script` runs as a file, so
+    /// each statement is its own `Query` on one connection and an error does not stop the rest.
+    fn psql(&self, script: &str) -> std::process::Output {
+        let addr = self.broker.addresses.databases["shop"];
+        let file = self.dir.path().join(format!("script-{}.sql", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&file, script).unwrap();
+        let mut cmd = psql_command();
+        cmd.args(["-v", "ON_ERROR_STOP=0", "-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-f"]).arg(&file);
+        cmd.output().expect("running psql")
+    }
+
+    fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn minted_roles(&self) -> String {
+        self.pg.admin_sql("SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname LIKE 'cb\\_agent%'")
+    }
+}
+
+fn config_yaml(dir: &Path, pg: &Postgres) -> String {
+    format!(
+        r#"
+identity: {{agent_id: agent-7, tenant: acme}}
+listeners: {{proxy: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+tls: {{ca_cert_path: {dir}/broker-ca.crt}}
+routes: []
+providers:
+  pg:
+    type: postgres_native
+    host: 127.0.0.1
+    port: {port}
+    database: {DATABASE}
+    admin_user: {SUPERUSER}
+    admin_password_file: {dir}/admin-password
+    grants: ["SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"]
+    ttl_seconds: 600
+databases:
+  - name: shop
+    listen: "127.0.0.1:0"
+    upstream: "127.0.0.1:{port}"
+    database: {DATABASE}
+    provider: pg
+policy: {{file: {dir}/policy.rego}}
+credentials:
+  retry: {{max_retries: 3, base_delay_ms: 20, max_delay_ms: 100}}
+audit: {{path: {dir}/audit.jsonl}}
+logging: {{format: json}}
+"#,
+        dir = dir.display(),
+        port = pg.port(),
+    )
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn psql_without_a_password_reads_through_a_session_user_and_denied_statements_get_42501() {
+    let proxy = Proxy::start();
+    let out = proxy.psql(
+        "\\set VERBOSITY verbose\nSELECT item FROM orders ORDER BY id;\nDELETE FROM orders;\nSELECT count(*) FROM customers;\nSET ROLE broker_admin;\nSELECT count(*) FROM orders;\n",
+    );
+    let (stdout, stderr) = text(&out);
+    let broker_log = proxy.broker.log();
+    assert_eq!(stdout.trim(), "book\nlamp\n2", "stdout: {stdout}\nstderr: {stderr}\nbroker log:\n{broker_log}");
+    assert!(stderr.contains("ERROR:  42501: permission denied by credential-broker: deleting orders needs a human"), "{stderr}");
+    assert!(stderr.contains("permission denied by credential-broker: no rule allows this request"), "{stderr}");
+    assert!(stderr.matches("42501").count() == 3, "DELETE, SELECT on customers and SET ROLE each denied: {stderr}");
+    assert!(stderr.contains("changes the session"), "{stderr}");
+    // Nothing denied reached the server; the orders are all still there.
+    assert_eq!(proxy.pg.admin_sql("SELECT count(*) FROM orders"), "2");
+    let server_log = proxy.pg.log();
+    assert!(!server_log.contains("DELETE FROM orders") && !server_log.contains("SET ROLE"), "a denied statement reached the server:\n{server_log}");
+
+    // The upstream saw a user made for this session, and it is gone once the session ends.
+    let records = proxy.audit_records();
+    let issued: Vec<_> = records.iter().filter(|r| r["event"] == "issue").collect();
+    assert_eq!(issued.len(), 1, "{records:?}");
+    let role = issued[0]["details"]["role"].as_str().unwrap().to_string();
+    assert!(role.starts_with("cb_agent_7_"), "{role}");
+    assert!(server_log.contains(&format!("user={role}")), "the upstream session was not the minted user:\n{server_log}");
+    let denied: Vec<_> = records.iter().filter(|r| r["event"] == "deny").collect();
+    assert_eq!(denied.len(), 3, "{records:?}");
+    assert!(denied.iter().any(|r| r["reason"] == "deleting orders needs a human" && r["scope"]["permissions"][0]["action"] == "postgres:DELETE"), "{denied:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.minted_roles().is_empty() {
+        assert!(Instant::now() < deadline, "the session's user outlived the session: {}", proxy.minted_roles());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn unparseable_statements_are_denied_not_passed() {
+    let proxy = Proxy::start();
+    let out = proxy.psql("SELEKT * FROM orders;\nSELECT count(*) FROM orders;\n");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(stdout.trim(), "2", "{stderr}");
+    assert!(stderr.contains("permission denied by credential-broker") && stderr.contains("unparseable"), "{stderr}");
+}
+
+/// `pgbench -M prepared` speaks the extended protocol: each statement is a `Parse`, checked the same way.
+#[test]
+fn prepared_statements_are_checked_at_parse() {
+    let proxy = Proxy::start();
+    let addr = proxy.broker.addresses.databases["shop"];
+    let pgbench = |script: &str| {
+        let file = proxy.dir.path().join(format!("bench-{}.sql", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&file, script).unwrap();
+        let mut cmd = std::process::Command::new(support::postgres::program("pgbench"));
+        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("PGPASSFILE", "/dev/null").env("PGSSLMODE", "disable");
+        cmd.args(["-n", "-M", "prepared", "-t", "20", "-c", "2", "-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-f"])
+            .arg(&file)
+            .arg(DATABASE);
+        cmd.output().expect("running pgbench")
+    };
+    let out = pgbench("SELECT count(*) FROM orders WHERE id > 0;\n");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}\nbroker log:\n{}", proxy.broker.log());
+    assert!(stdout.contains("number of transactions actually processed: 40/40"), "{stdout}");
+    let server_log = proxy.pg.log();
+    assert!(server_log.contains("execute P_0: SELECT count(*) FROM orders"), "pgbench did not use prepared statements:\n{server_log}");
+
+    let out = pgbench("DELETE FROM orders WHERE id = 1;\n");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "the prepared DELETE went through: {stdout}");
+    assert!(stderr.contains("permission denied by credential-broker: deleting orders needs a human"), "{stderr}");
+    assert_eq!(proxy.pg.admin_sql("SELECT count(*) FROM orders"), "2");
+}
