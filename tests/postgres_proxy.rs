@@ -175,3 +175,50 @@ fn prepared_statements_are_checked_at_parse() {
     assert!(stderr.contains("permission denied by credential-broker: deleting orders needs a human"), "{stderr}");
     assert_eq!(proxy.pg.admin_sql("SELECT count(*) FROM orders"), "2");
 }
+
+/// The admin connection's server is down: psql gets a clear error after the retries, and nothing
+/// is opened upstream without a minted user.
+#[test]
+fn no_credential_no_session() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-password"), &pg.password).unwrap();
+    std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+    // The provider points at a port nothing listens on; the listener's upstream is the real server.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = config_yaml(dir.path(), &pg).replacen(&format!("port: {}", pg.port()), &format!("port: {closed}"), 1);
+    let broker = Broker::start(dir.path(), &yaml, &[]);
+    let addr = broker.addresses.databases["shop"];
+    let mut cmd = psql_command();
+    cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", "SELECT 1"]);
+    let out = cmd.output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("credential-broker: no database credential after 4 attempts"), "{stderr}");
+    let log = broker.log();
+    assert!(log.contains("Credential Minting Failure: provider pg failed 4 time(s); failing closed"), "no alert in the broker log:\n{log}");
+    let server_log = pg.log();
+    assert!(!server_log.contains("user=cb_agent") && !server_log.contains("user=agent"), "an agent session reached the server:\n{server_log}");
+}
+
+/// Ctrl-C in psql sends a `CancelRequest` to the broker, which passes it to the server.
+#[test]
+fn a_cancel_request_reaches_the_server() {
+    let proxy = Proxy::start();
+    let addr = proxy.broker.addresses.databases["shop"];
+    let mut cmd = psql_command();
+    cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", "SELECT pg_sleep(60)"]);
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(20);
+    while proxy.pg.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'") != "1" {
+        assert!(Instant::now() < deadline, "the query never started:\n{}", proxy.broker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("canceling statement due to user request"), "{stderr}\nbroker log:\n{}", proxy.broker.log());
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

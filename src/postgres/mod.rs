@@ -17,5 +17,29 @@ use crate::broker::Broker;
 /// Accept agent connections on `listener` for `db` until the task is dropped.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, db: DatabaseListener, connections: Arc<Semaphore>) {
     let db = Arc::new(db);
-    crate::listener::accept_loop(listener, connections, "postgres", move |stream, _| session::serve(broker.clone(), db.clone(), stream)).await
+    let keys = CancelKeys::default();
+    crate::listener::accept_loop(listener, connections, "postgres", move |stream, _| session::serve(broker.clone(), db.clone(), keys.clone(), stream)).await
+}
+
+/// The `BackendKeyData` (process id and secret key, 8 bytes) of every live session of one
+/// listener: a `CancelRequest` is passed upstream only for a key the server gave one of them.
+#[derive(Clone, Default)]
+pub struct CancelKeys(Arc<std::sync::Mutex<std::collections::HashSet<[u8; 8]>>>);
+
+impl CancelKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<[u8; 8]>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, key: [u8; 8]) {
+        self.lock().insert(key);
+    }
+
+    pub fn remove(&self, key: &[u8; 8]) {
+        self.lock().remove(key);
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        <[u8; 8]>::try_from(key).is_ok_and(|k| self.lock().contains(&k))
+    }
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 
 use super::wire::{self, read_message, read_startup, WireError};
-use super::{upstream, DatabaseListener};
+use super::{upstream, CancelKeys, DatabaseListener};
 use crate::audit::record::rfc3339;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
@@ -29,13 +29,17 @@ use crate::providers::{Credential, Identity, Lease, MintRequest, SharedProvider}
 const FORWARDED_PARAMETERS: &[&str] = &["application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "extra_float_digits"];
 
 /// Serve one agent connection to the end.
-pub async fn serve(broker: Arc<Broker>, db: Arc<DatabaseListener>, mut agent: TcpStream) {
+pub async fn serve(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, mut agent: TcpStream) {
     let session_id = format!("pgs-{}", uuid::Uuid::now_v7().simple());
-    match start(&broker, &db, &mut agent, &session_id).await {
+    match start(&broker, &db, &keys, &mut agent, &session_id).await {
         Ok(Some((upstream, lease, provider))) => {
             let session = Session { broker: broker.clone(), db: db.clone(), identity: broker.identity.clone(), session_id: session_id.clone() };
-            if let Err(e) = session.relay(agent, upstream).await {
+            let mut key = None;
+            if let Err(e) = session.relay(agent, upstream, &keys, &mut key).await {
                 tracing::debug!(session = %session_id, error = %e, "postgres session ended");
+            }
+            if let Some(key) = key {
+                keys.remove(&key);
             }
             // The user was made for this session only.
             if let Err(e) = provider.revoke(&lease).await {
@@ -53,7 +57,7 @@ pub async fn serve(broker: Arc<Broker>, db: Arc<DatabaseListener>, mut agent: Tc
 type Started = (TcpStream, Lease, SharedProvider);
 
 /// Startup to `AuthenticationOk`: `Ok(None)` when the agent went away or only asked to cancel.
-async fn start(broker: &Arc<Broker>, db: &DatabaseListener, agent: &mut TcpStream, session_id: &str) -> Result<Option<Started>, String> {
+async fn start(broker: &Arc<Broker>, db: &DatabaseListener, keys: &CancelKeys, agent: &mut TcpStream, session_id: &str) -> Result<Option<Started>, String> {
     let startup = loop {
         let packet = match read_startup(agent).await {
             Ok(p) => p,
@@ -63,8 +67,10 @@ async fn start(broker: &Arc<Broker>, db: &DatabaseListener, agent: &mut TcpStrea
         match packet.code {
             // No TLS on the loopback listener: the agent goes on in cleartext.
             wire::SSL_REQUEST | wire::GSSENC_REQUEST => agent.write_all(b"N").await.map_err(|e| e.to_string())?,
-            // TODO: forward cancel requests (needs the upstream BackendKeyData per session).
-            wire::CANCEL_REQUEST => return Ok(None),
+            wire::CANCEL_REQUEST => {
+                forward_cancel(db, keys, &packet.body).await;
+                return Ok(None);
+            }
             wire::PROTOCOL_3_0 => break packet,
             other => return Err(format!("unsupported protocol version {other}")),
         }
@@ -148,7 +154,9 @@ struct Session {
 type Pending = Arc<Mutex<HashMap<String, String>>>;
 
 impl Session {
-    async fn relay(&self, agent: TcpStream, upstream: TcpStream) -> Result<(), WireError> {
+    /// Relays until either side ends; `key` gets the session's `BackendKeyData`, registered in
+    /// `keys` for cancel requests while the session lives.
+    async fn relay(&self, agent: TcpStream, upstream: TcpStream, keys: &CancelKeys, key: &mut Option<[u8; 8]>) -> Result<(), WireError> {
         let pending: Pending = Arc::default();
         let (mut agent_read, agent_write) = agent.into_split();
         let (mut upstream_read, upstream_write) = upstream.into_split();
@@ -182,6 +190,12 @@ impl Session {
             loop {
                 let message = read_message(&mut upstream_read).await?;
                 let tag = message.tag;
+                if tag == b'K' {
+                    if let Ok(k) = <[u8; 8]>::try_from(message.body()) {
+                        keys.insert(k);
+                        *key = Some(k);
+                    }
+                }
                 let raw = if tag == b'E' { replace_denial(message, &pending) } else { message.raw };
                 out.write_all(&raw).await?;
                 if matches!(tag, b'Z' | b'G' | b'H' | b'W' | b'E' | b'A' | b'N' | b'S') {
@@ -258,6 +272,24 @@ impl Session {
 
     fn database(&self) -> Database {
         Database { host: self.db.upstream_host.clone(), name: self.db.database.clone(), default_schema: "public".into() }
+    }
+}
+
+/// Passes a `CancelRequest` for one of this listener's live sessions to the server, as is.
+async fn forward_cancel(db: &DatabaseListener, keys: &CancelKeys, body: &[u8]) {
+    if !keys.contains(body) {
+        tracing::debug!(database = %db.name, "cancel request for an unknown session ignored");
+        return;
+    }
+    let mut packet = Vec::with_capacity(16);
+    packet.extend_from_slice(&16i32.to_be_bytes());
+    packet.extend_from_slice(&wire::CANCEL_REQUEST.to_be_bytes());
+    packet.extend_from_slice(body);
+    match TcpStream::connect(&db.upstream).await {
+        Ok(mut s) => {
+            let _ = s.write_all(&packet).await;
+        }
+        Err(e) => tracing::warn!(database = %db.name, error = %e, "forwarding a cancel request failed"),
     }
 }
 
