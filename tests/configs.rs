@@ -21,6 +21,7 @@ fn pod_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
         .env("CB_SERVICE_ACCOUNT", "agent")
         .env("DEMO_DIR", &dir)
         .env("DEMO_UPSTREAM_CA", repo().join("Cargo.toml")) // any existing file: only existence is checked
+        .env("CB_KUBE_CA_FILE", repo().join("Cargo.toml")) // config/multi-agent.yaml; likewise
         .env("DEMO_API_ADDR", "127.0.0.1:8443")
         .env("DEMO_MOTO_ADDR", "127.0.0.1:5000")
         .env("DEMO_TOKEN_URL", "https://localhost:8444/oauth/token")

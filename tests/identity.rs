@@ -1,10 +1,14 @@
 //! Per-connection agent identity end to end: JWTs in `Proxy-Authorization` (signed here, verified
-//! by the real broker binary against a JWKS file) and mTLS client certificates with SPIFFE IDs,
+//! by the real broker binary against a JWKS file or a JWKS served over HTTPS) and mTLS client certificates with SPIFFE IDs,
 //! with curl as the agent, a real HTTPS upstream and a real OAuth2 token endpoint.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rcgen::SanType;
 use support::broker::Broker;
@@ -135,6 +139,18 @@ logging: {{format: json}}
         std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
+    /// The audit records once `ready` holds (refusals are recorded without waiting for fsync).
+    fn wait_for_audit(&self, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let records = self.audit_records();
+            if ready(&records) || Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     fn upstream_tokens(&self) -> Vec<String> {
         self.upstream.requests().iter().filter_map(|r| r.authorization.clone()).collect()
     }
@@ -235,6 +251,187 @@ async fn missing_or_invalid_tokens_are_refused_with_a_clear_reason() {
     for (_, token, _) in &cases {
         assert!(!log.contains(token.split('.').nth(1).unwrap()), "a token reached the log");
     }
+
+    // No token on the endpoint listener either: 407, recorded against its route.
+    let url = format!("{}/repos/public/x", s.broker.endpoint_url("github"));
+    let (status, body) = split_status(&curl(&["--noproxy", "*", "--write-out", "\n%{http_code}", &url]));
+    assert_eq!(status, 407, "{body}");
+
+    // Every refusal is a `deny` in the audit: no agent id is known, the reason is, the token is not.
+    let expected = 2 + 2 * cases.len() + 1;
+    let records = s.wait_for_audit(|r| r.iter().filter(|r| r["event"] == "deny").count() >= expected);
+    let denies: Vec<&serde_json::Value> = records.iter().filter(|r| r["event"] == "deny").collect();
+    assert_eq!(denies.len(), expected, "{denies:#?}");
+    for d in &denies {
+        assert_eq!(d["agent_id"], "unidentified", "{d}");
+        assert_eq!(d["decision"], "deny", "{d}");
+    }
+    let reasons = |code: &str| denies.iter().filter(|d| d["details"]["code"] == code).map(|d| d["reason"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let required = reasons("identity_required");
+    assert_eq!(required.len(), 3, "{denies:#?}");
+    assert!(required.iter().all(|r| r.contains("Proxy-Authorization: Bearer")), "{required:?}");
+    assert!(denies.iter().any(|d| d["details"]["code"] == "identity_required" && d["route"] == "github"), "the endpoint refusal names its route");
+    let invalid = reasons("identity_invalid");
+    for (what, _, reason) in &cases {
+        assert_eq!(invalid.iter().filter(|r| r.contains(reason)).count(), 2, "{what}: one deny for the CONNECT and one for absolute-form: {invalid:?}");
+    }
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    for (what, token, _) in &cases {
+        for part in token.split('.').filter(|p| p.len() > 8) {
+            assert!(!audit.contains(part), "{what}: part of the token reached the audit");
+        }
+    }
+    assert!(support::broker::cli(&["audit", "verify", &s.dir.path().join("audit.jsonl").display().to_string()]).status.success());
+}
+
+/// A JWKS served over HTTPS (certificate from the test CA), whose document a test can swap.
+struct JwksServer {
+    addr: SocketAddr,
+    document: Arc<Mutex<String>>,
+    fetches: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl JwksServer {
+    /// Listens on `addr` (port 0 for any); callable from synchronous code inside the runtime.
+    fn start(ca: &TestCa, addr: SocketAddr, document: serde_json::Value) -> JwksServer {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&["localhost"]));
+        let (document, fetches) = (Arc::new(Mutex::new(document.to_string())), Arc::new(AtomicU32::new(0)));
+        let (doc, count) = (document.clone(), fetches.clone());
+        let task = tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (acceptor, doc, count) = (acceptor.clone(), doc.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (doc, count) = (doc.clone(), count.clone());
+                        async move {
+                            let (status, body) = if req.uri().path() == "/openid/v1/jwks" {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                (200, doc.lock().unwrap().clone())
+                            } else {
+                                (404, "{}".to_string())
+                            };
+                            let resp = http::Response::builder().status(status).header("content-type", "application/json");
+                            Ok::<_, std::convert::Infallible>(resp.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap())
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        JwksServer { addr, document, fetches, task }
+    }
+
+    fn set(&self, document: serde_json::Value) {
+        *self.document.lock().unwrap() = document.to_string();
+    }
+
+    fn fetches(&self) -> u32 {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+/// The `identity:` block for a JWKS at `https://127.0.0.1:{port}`, trusted through `tls.upstream_ca_file`.
+fn jwks_url_identity(addr: SocketAddr) -> String {
+    format!(
+        "identity:\n  mode: jwt\n  jwt: {{jwks_url: \"https://127.0.0.1:{}/openid/v1/jwks\", issuer: \"{ISSUER}\", audience: {AUDIENCE}, tenant_claim: tenant}}",
+        addr.port()
+    )
+}
+
+fn signed(issuer: &TestIssuer, sub: &str) -> String {
+    let mut claims = TestIssuer::claims(sub);
+    claims["tenant"] = "acme".into();
+    issuer.sign("ES256", &claims)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwks_url_is_fetched_over_https_and_reread_when_the_issuer_rotates_its_key() {
+    let (key_a, key_b, stranger) = (TestIssuer::new("key-a"), TestIssuer::new("key-b"), TestIssuer::new("stranger"));
+    let mut server = None;
+    let s = Setup::start(|_, ca| {
+        let started = JwksServer::start(ca, "127.0.0.1:0".parse().unwrap(), key_a.jwks());
+        let identity = jwks_url_identity(started.addr);
+        server = Some(started);
+        identity
+    })
+    .await;
+    let server = server.unwrap();
+    assert_eq!(server.fetches(), 1, "the keys are read once at start");
+
+    let (connect, status, body) = s.connect_get(Some(&signed(&key_a, "agent-a")), "/repos/public/x");
+    assert_eq!((connect, status), (200, 200), "a token signed with the served key: {body}");
+    assert_eq!(server.fetches(), 1, "a known key id needs no re-read");
+
+    // The issuer rotates: only key B is served now, and tokens name B's key id.
+    server.set(key_b.jwks());
+    let (connect, status, body) = s.connect_get(Some(&signed(&key_b, "agent-b")), "/repos/public/x");
+    assert_eq!((connect, status), (200, 200), "a token signed with the rotated key: {body}");
+    assert_eq!(server.fetches(), 2, "the unknown key id made the broker re-read the JWKS");
+    assert!(s.audit_records().iter().any(|r| r["event"] == "issue" && r["agent_id"] == "agent-b"));
+
+    // A key id in neither set: refused, and the re-read is rate-limited (no fetch per forged kid).
+    for token in [signed(&stranger, "agent-x"), signed(&key_a, "agent-a")] {
+        let (status, _, body) = s.absolute_form(Some(&token));
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"], "identity_invalid");
+        assert!(body["message"].as_str().unwrap().contains("not in the trusted JWKS"), "{body}");
+    }
+    assert_eq!(server.fetches(), 2, "unknown key ids within the refresh interval cause no fetch");
+    assert_eq!(s.upstream.requests().len(), 2, "only the two verified agents reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_refused_with_a_reason_until_the_jwks_url_answers() {
+    let issuer = TestIssuer::new("late");
+    // A free port on which nothing listens yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let s = Setup::start(|_, _| jwks_url_identity(addr)).await;
+    assert!(s.broker.wait_for_log("cannot load the JWKS yet", Duration::from_secs(5)), "{}", s.broker.log());
+
+    let token = signed(&issuer, "agent-late");
+    for _ in 0..2 {
+        let (status, _, body) = s.absolute_form(Some(&token));
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"], "identity_invalid");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("cannot load the trusted JWKS yet") && message.contains("127.0.0.1"), "{message}");
+    }
+    assert_eq!(s.connect_get(Some(&token), "/repos/public/x").0, 403);
+
+    // The issuer comes up: within a few seconds the same token is accepted, by the same process.
+    let server = JwksServer::start(&s.ca, addr, issuer.jwks());
+    let pid = s.broker.pid();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (connect, status, body) = loop {
+        let answer = s.connect_get(Some(&token), "/repos/public/x");
+        if answer.0 == 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!((connect, status), (200, 200), "{body}\n{}", s.broker.log());
+    assert!(server.fetches() >= 1);
+    assert_eq!(s.broker.pid(), pid);
+    assert!(s.audit_records().iter().any(|r| r["event"] == "issue" && r["agent_id"] == "agent-late"));
+    assert!(s
+        .audit_records()
+        .iter()
+        .any(|r| r["event"] == "deny" && r["agent_id"] == "unidentified" && r["reason"].as_str().unwrap().contains("cannot load the trusted JWKS yet")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,6 +16,9 @@ use crate::upstream::{full, HttpClient};
 /// A re-read for an unknown key id happens at most this often (a flood of forged kids must not
 /// become a flood of JWKS fetches).
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// While no key has ever loaded (the issuer was down at start), a read is retried this often, so
+/// tokens are accepted soon after the issuer comes up.
+const UNLOADED_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Keys are re-read after this long even when every kid is known.
 const MAX_AGE: Duration = Duration::from_secs(3600);
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -129,6 +132,8 @@ struct Cached {
     keys: Vec<Arc<Key>>,
     loaded_at: Option<Instant>,
     attempted_at: Option<Instant>,
+    /// Why the last read failed; cleared by a successful one.
+    last_error: Option<String>,
 }
 
 /// The verification keys, cached.
@@ -144,28 +149,36 @@ pub struct Jwks {
 impl Jwks {
     /// Load the keys once; a file that cannot be read or parsed stops start-up.
     pub async fn load(source: JwksSource, client: HttpClient, timeout: Duration) -> anyhow::Result<Jwks> {
-        let jwks =
-            Jwks { source, client, timeout, cache: RwLock::new(Cached { keys: Vec::new(), loaded_at: None, attempted_at: None }), refresh: Default::default() };
+        let jwks = Jwks {
+            source,
+            client,
+            timeout,
+            cache: RwLock::new(Cached { keys: Vec::new(), loaded_at: None, attempted_at: None, last_error: None }),
+            refresh: Default::default(),
+        };
         match (jwks.fetch().await, &jwks.source) {
             (Ok(keys), _) => jwks.store(keys),
             (Err(e), JwksSource::File(path)) => anyhow::bail!("identity.jwt.jwks_file {}: {e}", path.display()),
             // The issuer may come up after the broker; requests are refused until its keys load.
-            (Err(e), JwksSource::Url(url)) => tracing::warn!(%url, error = %e, "cannot load the JWKS yet; tokens are refused until it loads"),
+            (Err(e), JwksSource::Url(url)) => {
+                tracing::warn!(%url, error = %e, "cannot load the JWKS yet; tokens are refused until it loads");
+                jwks.cache.write().unwrap_or_else(|e| e.into_inner()).last_error = Some(e);
+            }
         }
         Ok(jwks)
     }
 
     /// Keys that may have signed a token with this `kid` and `alg`, re-reading the set when none
-    /// is known (rate-limited) or the cache is old.
-    pub async fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<Key>> {
+    /// is known (rate-limited) or the cache is old. An error when no key set has loaded yet.
+    pub async fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<Arc<Key>>, String> {
         let (found, stale) = self.lookup(kid, alg);
         if !found.is_empty() && !stale {
-            return found;
+            return Ok(found);
         }
         let _guard = self.refresh.lock().await;
         let (found_now, stale_now) = self.lookup(kid, alg);
         if (!found_now.is_empty() && !stale_now) || !self.may_refresh() {
-            return found_now;
+            return self.found_or_unavailable(found_now);
         }
         self.cache.write().unwrap_or_else(|e| e.into_inner()).attempted_at = Some(Instant::now());
         match self.fetch().await {
@@ -173,9 +186,22 @@ impl Jwks {
                 tracing::info!(keys = keys.len(), "JWKS re-read");
                 self.store(keys);
             }
-            Err(e) => tracing::warn!(error = %e, "re-reading the JWKS failed; keeping the cached keys"),
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the JWKS failed; keeping the cached keys");
+                self.cache.write().unwrap_or_else(|e| e.into_inner()).last_error = Some(e);
+            }
         }
-        self.lookup(kid, alg).0
+        self.found_or_unavailable(self.lookup(kid, alg).0)
+    }
+
+    /// `found`, unless no key set has ever loaded: then why not, for the refusal.
+    fn found_or_unavailable(&self, found: Vec<Arc<Key>>) -> Result<Vec<Arc<Key>>, String> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        if cache.loaded_at.is_some() {
+            return Ok(found);
+        }
+        let why = cache.last_error.as_deref().unwrap_or("not read yet");
+        Err(format!("the broker cannot load the trusted JWKS yet ({why}); try again shortly"))
     }
 
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> (Vec<Arc<Key>>, bool) {
@@ -185,13 +211,16 @@ impl Jwks {
     }
 
     fn may_refresh(&self) -> bool {
-        self.cache.read().unwrap_or_else(|e| e.into_inner()).attempted_at.is_none_or(|t| t.elapsed() >= MIN_REFRESH_INTERVAL)
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let interval = if cache.loaded_at.is_none() { UNLOADED_RETRY_INTERVAL } else { MIN_REFRESH_INTERVAL };
+        cache.attempted_at.is_none_or(|t| t.elapsed() >= interval)
     }
 
     fn store(&self, keys: Vec<Key>) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         cache.keys = keys.into_iter().map(Arc::new).collect();
         cache.loaded_at = Some(Instant::now());
+        cache.last_error = None;
     }
 
     async fn fetch(&self) -> Result<Vec<Key>, String> {
@@ -208,12 +237,27 @@ impl Jwks {
 
     async fn fetch_url(&self, url: &url::Url) -> Result<Vec<u8>, String> {
         let req = http::Request::get(url.as_str()).header(http::header::ACCEPT, "application/json").body(full("")).map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req)).await.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| format!("{url}: timed out"))?
+            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
+            return Err(format!("{url}: HTTP {}", resp.status()));
         }
         let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES);
         let bytes = tokio::time::timeout(self.timeout, body.collect()).await.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
         Ok(bytes.to_bytes().to_vec())
     }
+}
+
+/// An error and its causes ("client error (Connect): tcp connect error: Connection refused").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

@@ -51,7 +51,7 @@ impl JwtVerifier {
             return Err("token header has critical extensions (crit), which are not supported".into());
         }
         let signature = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| "malformed token signature".to_string())?;
-        let keys = self.jwks.candidates(header.kid.as_deref(), alg).await;
+        let keys = self.jwks.candidates(header.kid.as_deref(), alg).await?;
         if keys.is_empty() {
             return Err("token is signed with a key that is not in the trusted JWKS".into());
         }

@@ -53,7 +53,11 @@ async fn route(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, 
     // or the connection's certificate. No identity, no proxying, not even a passthrough tunnel.
     let identity = match broker.identities.for_request(req.extensions(), req.headers()).await {
         Ok(identity) => ConnectionIdentity(identity),
-        Err(e) => return refuse(e.into()),
+        Err(e) => {
+            let request_id = new_request_id();
+            pipeline::audit_identity_refusal(&broker, &request_id, None, &e);
+            return refuse_as(e.into(), &request_id);
+        }
     };
     if req.method() == Method::CONNECT {
         return connect(broker, builder, drain, identity, req).await;
@@ -128,7 +132,10 @@ fn established() -> Response<Body> {
 }
 
 fn refuse(e: BrokerError) -> Response<Body> {
-    let request_id = new_request_id();
+    refuse_as(e, &new_request_id())
+}
+
+fn refuse_as(e: BrokerError, request_id: &str) -> Response<Body> {
     tracing::warn!(request_id = %request_id, error = %e, code = e.code(), "proxy request refused");
-    e.into_response(&request_id)
+    e.into_response(request_id)
 }

@@ -47,7 +47,8 @@ pub fn new_request_id() -> String {
 /// Handle one request for a routed target. Never fails: errors become JSON answers.
 pub async fn handle(broker: Arc<Broker>, target: Arc<Target>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let request_id = new_request_id();
-    let span = tracing::info_span!("request", request_id = %request_id, route = %target.route.name, agent_id = tracing::field::Empty, tenant = tracing::field::Empty);
+    let span =
+        tracing::info_span!("request", request_id = %request_id, route = %target.route.name, agent_id = tracing::field::Empty, tenant = tracing::field::Empty);
     let response = async {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -56,7 +57,10 @@ pub async fn handle(broker: Arc<Broker>, target: Arc<Target>, req: Request<Incom
                 tracing::Span::current().record("agent_id", identity.agent_id.as_str()).record("tenant", identity.tenant.as_str());
                 process(&broker, &target, &identity, &request_id, req).await
             }
-            Err(e) => Err(BrokerError::from(e)),
+            Err(e) => {
+                audit_identity_refusal(&broker, &request_id, Some(&target.route.name), &e);
+                Err(BrokerError::from(e))
+            }
         };
         match result {
             Ok(resp) => {
@@ -144,6 +148,27 @@ fn denial(identity: &Identity, route: &Route, request_id: &str, scope: Option<Sc
     r.decision = Some("deny".into());
     r.reason = Some(reason);
     r
+}
+
+/// The agent id in the audit record of a request that proved no identity.
+pub const UNIDENTIFIED_AGENT: &str = "unidentified";
+
+/// Record an identity refusal (407/403) as a `deny`, so failed identity attempts show in the
+/// audit. Only what is known is written: the reason, never the token. Queued without waiting
+/// for its fsync (the request is refused either way); a failed write is logged.
+pub(crate) fn audit_identity_refusal(broker: &Broker, request_id: &str, route: Option<&str>, e: &crate::identity::IdentityError) {
+    let mut r = AuditRecord::new(AuditEvent::Deny, request_id, UNIDENTIFIED_AGENT, &broker.config.identity.tenant);
+    r.route = route.map(str::to_string);
+    r.decision = Some("deny".into());
+    r.reason = Some(e.to_string());
+    let code = match e {
+        crate::identity::IdentityError::Missing(_) => "identity_required",
+        crate::identity::IdentityError::Invalid(_) => "identity_invalid",
+    };
+    r.details.insert("code".into(), code.into());
+    if let Err(err) = broker.audit.append_in_background(r) {
+        tracing::error!(request_id, error = %err, "cannot audit an identity refusal");
+    }
 }
 
 /// Ask the policy; a deny is audited and becomes a 403 with the policy's reason.
