@@ -34,6 +34,10 @@ struct Proxy {
 
 impl Proxy {
     fn start() -> Proxy {
+        Self::start_with(|yaml| yaml)
+    }
+
+    fn start_with(edit: impl Fn(String) -> String) -> Proxy {
         let pg = Postgres::start();
         pg.admin_sql(
             "CREATE TABLE orders (id int primary key, item text); INSERT INTO orders VALUES (1, 'book'), (2, 'lamp'); CREATE TABLE customers (id int)",
@@ -41,7 +45,7 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("admin-password"), &pg.password).unwrap();
         std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
-        let broker = Broker::start(dir.path(), &config_yaml(dir.path(), &pg), &[]);
+        let broker = Broker::start(dir.path(), &edit(config_yaml(dir.path(), &pg)), &[]);
         Proxy { dir, pg, broker }
     }
 
@@ -221,4 +225,26 @@ fn a_cancel_request_reaches_the_server() {
     let (_, stderr) = text(&out);
     assert!(stderr.contains("canceling statement due to user request"), "{stderr}\nbroker log:\n{}", proxy.broker.log());
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// A session lives no longer than its user: at the expiry the broker ends it with a FATAL
+/// and drops the user, so it can neither go on nor log in again.
+#[test]
+fn a_session_ends_when_its_user_expires() {
+    let proxy = Proxy::start_with(|yaml| yaml.replace("ttl_seconds: 600", "ttl_seconds: 30"));
+    let addr = proxy.broker.addresses.databases["shop"];
+    let mut cmd = psql_command();
+    cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", "SELECT pg_sleep(120)"]);
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the session's database credential expired"), "{stderr}\nbroker log:\n{}", proxy.broker.log());
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.minted_roles().is_empty() {
+        assert!(Instant::now() < deadline, "the expired user was not dropped: {}", proxy.minted_roles());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(proxy.pg.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'cb\\_agent%'"), "0");
 }

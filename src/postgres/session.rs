@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
 use super::wire::{self, read_message, read_startup, WireError};
@@ -35,7 +36,7 @@ pub async fn serve(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelK
         Ok(Some((upstream, lease, provider))) => {
             let session = Session { broker: broker.clone(), db: db.clone(), identity: broker.identity.clone(), session_id: session_id.clone() };
             let mut key = None;
-            if let Err(e) = session.relay(agent, upstream, &keys, &mut key).await {
+            if let Err(e) = session.relay(agent, upstream, lease.expires_at, &keys, &mut key).await {
                 tracing::debug!(session = %session_id, error = %e, "postgres session ended");
             }
             if let Some(key) = key {
@@ -154,59 +155,76 @@ struct Session {
 type Pending = Arc<Mutex<HashMap<String, String>>>;
 
 impl Session {
-    /// Relays until either side ends; `key` gets the session's `BackendKeyData`, registered in
-    /// `keys` for cancel requests while the session lives.
-    async fn relay(&self, agent: TcpStream, upstream: TcpStream, keys: &CancelKeys, key: &mut Option<[u8; 8]>) -> Result<(), WireError> {
+    /// Relays until either side ends or the session's user expires; `key` gets the session's
+    /// `BackendKeyData`, registered in `keys` for cancel requests while the session lives.
+    async fn relay(
+        &self,
+        agent: TcpStream,
+        upstream: TcpStream,
+        expires_at: SystemTime,
+        keys: &CancelKeys,
+        key: &mut Option<[u8; 8]>,
+    ) -> Result<(), WireError> {
         let pending: Pending = Arc::default();
-        let (mut agent_read, agent_write) = agent.into_split();
-        let (mut upstream_read, upstream_write) = upstream.into_split();
-        let to_upstream = async {
-            let mut out = BufWriter::new(upstream_write);
-            loop {
-                let message = read_message(&mut agent_read).await?;
-                let tag = message.tag;
-                let forward = match tag {
-                    b'Q' => self.checked_query(&message, &pending).await?,
-                    b'P' => self.checked_parse(&message, &pending).await?,
-                    // Fast-path function calls run any function by OID, beyond what SQL scope sees.
-                    b'F' => {
-                        self.audit_denied(None, "fast-path function calls are not allowed through the broker").await;
-                        return Err(WireError::Malformed("fast-path function call"));
+        let (agent_read, agent_write) = agent.into_split();
+        let (upstream_read, upstream_write) = upstream.into_split();
+        let mut agent_out = BufWriter::new(agent_write);
+        {
+            let to_upstream = async {
+                let mut agent_in = BufReader::new(agent_read);
+                let mut out = BufWriter::new(upstream_write);
+                loop {
+                    let message = read_message(&mut agent_in).await?;
+                    let tag = message.tag;
+                    let forward = match tag {
+                        b'Q' => self.checked_query(&message, &pending).await?,
+                        b'P' => self.checked_parse(&message, &pending).await?,
+                        // Fast-path function calls run any function by OID, beyond what SQL scope sees.
+                        b'F' => {
+                            self.audit_denied(None, "fast-path function calls are not allowed through the broker").await;
+                            return Err(WireError::Malformed("fast-path function call"));
+                        }
+                        _ => message.raw,
+                    };
+                    out.write_all(&forward).await?;
+                    // Batch what the agent pipelined; flush once nothing more is waiting.
+                    if agent_in.buffer().is_empty() {
+                        out.flush().await?;
                     }
-                    _ => message.raw,
-                };
-                out.write_all(&forward).await?;
-                // Flush when the agent waits for an answer; batch the rest.
-                if matches!(tag, b'Q' | b'S' | b'H' | b'X' | b'c' | b'f') {
-                    out.flush().await?;
-                }
-                if tag == b'X' {
-                    return Ok::<(), WireError>(());
-                }
-            }
-        };
-        let to_agent = async {
-            let mut out = BufWriter::new(agent_write);
-            loop {
-                let message = read_message(&mut upstream_read).await?;
-                let tag = message.tag;
-                if tag == b'K' {
-                    if let Ok(k) = <[u8; 8]>::try_from(message.body()) {
-                        keys.insert(k);
-                        *key = Some(k);
+                    if tag == b'X' {
+                        return Ok::<(), WireError>(());
                     }
                 }
-                let raw = if tag == b'E' { replace_denial(message, &pending) } else { message.raw };
-                out.write_all(&raw).await?;
-                if matches!(tag, b'Z' | b'G' | b'H' | b'W' | b'E' | b'A' | b'N' | b'S') {
-                    out.flush().await?;
+            };
+            let to_agent = async {
+                let mut upstream_in = BufReader::new(upstream_read);
+                loop {
+                    let message = read_message(&mut upstream_in).await?;
+                    if message.tag == b'K' {
+                        if let Ok(k) = <[u8; 8]>::try_from(message.body()) {
+                            keys.insert(k);
+                            *key = Some(k);
+                        }
+                    }
+                    let raw = if message.tag == b'E' { replace_denial(message, &pending) } else { message.raw };
+                    agent_out.write_all(&raw).await?;
+                    if upstream_in.buffer().is_empty() {
+                        agent_out.flush().await?;
+                    }
                 }
+            };
+            let lifetime = expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::select! {
+                r = to_upstream => return r,
+                r = to_agent => return r,
+                _ = tokio::time::sleep(lifetime) => {}
             }
-        };
-        tokio::select! {
-            r = to_upstream => r,
-            r = to_agent => r,
         }
+        // The user expired and is about to be dropped; say why before the connection goes.
+        tracing::info!(session = %self.session_id, "postgres session ended: its user expired");
+        let _ = agent_out.write_all(&wire::error_response("FATAL", "57P01", "credential-broker: the session's database credential expired")).await;
+        let _ = agent_out.flush().await;
+        Ok(())
     }
 
     async fn checked_query(&self, message: &wire::Message, pending: &Pending) -> Result<bytes::BytesMut, WireError> {
