@@ -29,8 +29,15 @@ pub enum Command {
         config: PathBuf,
         #[arg(long, default_value = "GET")]
         method: String,
-        #[arg(long)]
-        url: String,
+        #[arg(long, required_unless_present = "sql")]
+        url: Option<String>,
+        /// SQL for a configured database (see --database) instead of an HTTP request: each
+        /// statement's scope and decision.
+        #[arg(long, conflicts_with = "url")]
+        sql: Option<String>,
+        /// The `databases[].name` the SQL is for; needed when the config has several.
+        #[arg(long, requires = "sql")]
+        database: Option<String>,
         /// A request header as 'Name: value' (repeatable).
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Explain { config, method, url, headers, body, agent, tenant } => {
+        Command::Explain { config, method, url, sql, database, headers, body, agent, tenant } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -54,6 +54,24 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Some(sql) = sql {
+                let identity = credential_broker::providers::Identity {
+                    agent_id: agent.unwrap_or_else(|| config.identity.agent_id.clone()),
+                    tenant: tenant.unwrap_or_else(|| config.identity.tenant.clone()),
+                    labels: config.identity.labels.clone(),
+                };
+                return match credential_broker::postgres::statements::explain(&config, &sql, database.as_deref(), &identity) {
+                    Ok(v) => {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            let url = url.unwrap_or_default();
             let mut parsed = Vec::new();
             for h in headers {
                 let Some((k, v)) = h.split_once(':') else {

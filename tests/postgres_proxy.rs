@@ -70,6 +70,10 @@ impl Proxy {
 }
 
 fn config_yaml(dir: &Path, pg: &Postgres) -> String {
+    config_yaml_for_port(dir, pg.port())
+}
+
+fn config_yaml_for_port(dir: &Path, port: u16) -> String {
     format!(
         r#"
 identity: {{agent_id: agent-7, tenant: acme}}
@@ -99,7 +103,6 @@ audit: {{path: {dir}/audit.jsonl}}
 logging: {{format: json}}
 "#,
         dir = dir.display(),
-        port = pg.port(),
     )
 }
 
@@ -247,4 +250,32 @@ fn a_session_ends_when_its_user_expires() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(proxy.pg.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'cb\\_agent%'"), "0");
+}
+
+/// `explain --sql` answers as the listener would, without a server: tables found anywhere count.
+#[test]
+fn explain_sql_prints_each_statements_scope_and_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+    let yaml = config_yaml_for_port(dir.path(), 5432);
+    std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+    let config = dir.path().join("config.yaml");
+    let sql = "SELECT * FROM orders; WITH c AS (SELECT id FROM customers) SELECT * FROM orders JOIN c USING (id); DELETE FROM orders; SET ROLE postgres";
+    let out = support::broker::cli(&["explain", "--config", config.to_str().unwrap(), "--sql", sql, "--agent", "agent-9"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["database"], "shop");
+    assert_eq!(v["agent"]["agent_id"], "agent-9");
+    assert_eq!(v["allow"], false);
+    let statements = v["statements"].as_array().unwrap();
+    assert_eq!(statements.len(), 4, "{v:#}");
+    assert_eq!(statements[0]["decision"]["allow"], true);
+    assert_eq!(statements[0]["scope"]["permissions"][0]["resource"], "postgres://127.0.0.1/shop/public.orders");
+    assert_eq!(statements[1]["decision"]["allow"], false, "the CTE reads customers: {v:#}");
+    assert_eq!(statements[2]["decision"]["reason"], "deleting orders needs a human");
+    assert!(statements[3]["decision"]["reason"].as_str().unwrap().contains("changes the session"), "{v:#}");
+
+    let out = support::broker::cli(&["explain", "--config", config.to_str().unwrap(), "--sql", "SELEKT 1"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["statements"][0]["decision"]["reason"].as_str().unwrap().contains("unparseable"), "{v:#}");
 }

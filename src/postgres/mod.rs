@@ -2,6 +2,7 @@
 //! minted just for it, and every statement is checked against policy before it reaches the server.
 
 pub mod session;
+pub mod statements;
 pub mod upstream;
 pub mod wire;
 

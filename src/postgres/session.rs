@@ -15,13 +15,11 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
 use super::wire::{self, read_message, read_startup, WireError};
-use super::{upstream, CancelKeys, DatabaseListener};
+use super::{statements, upstream, CancelKeys, DatabaseListener};
 use crate::audit::record::rfc3339;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
-use crate::classify::postgres::{classify_parse, classify_sql, is_session_changing, Database, StatementScope};
 use crate::classify::{Permission, Scope};
-use crate::policy::RequestFacts;
 use crate::providers::retry::with_retries;
 use crate::providers::{Credential, Identity, Lease, MintRequest, SharedProvider};
 
@@ -229,8 +227,7 @@ impl Session {
 
     async fn checked_query(&self, message: &wire::Message, pending: &Pending) -> Result<bytes::BytesMut, WireError> {
         let sql = wire::query_text(message.body())?;
-        let verdict = classify_sql(sql, &self.database()).map_err(|e| e.to_string());
-        match self.judge(verdict).await {
+        match self.judge(sql, false).await {
             None => Ok(message.raw.clone()),
             Some(reason) => Ok(wire::query(&deny_marker(pending, reason))),
         }
@@ -238,42 +235,19 @@ impl Session {
 
     async fn checked_parse(&self, message: &wire::Message, pending: &Pending) -> Result<bytes::BytesMut, WireError> {
         let (name, sql, types) = wire::parse_fields(message.body())?;
-        let verdict = classify_parse(sql, &self.database()).map(|s| s.into_iter().collect()).map_err(|e| e.to_string());
-        match self.judge(verdict).await {
+        match self.judge(sql, true).await {
             None => Ok(message.raw.clone()),
             Some(reason) => Ok(wire::parse(name, &deny_marker(pending, reason), types)),
         }
     }
 
-    /// `None` when every statement is allowed, else the reason (already audited).
-    async fn judge(&self, verdict: Result<Vec<StatementScope>, String>) -> Option<String> {
-        let statements = match verdict {
-            Ok(s) => s,
-            Err(reason) => {
-                self.audit_denied(None, &reason).await;
-                return Some(reason);
-            }
-        };
-        for statement in statements {
-            if let Some(p) = statement.scope.permissions.iter().find(|p| is_session_changing(&p.action)) {
-                let reason = format!("{} changes the session ({}) and is not allowed through the broker", statement.sql_verb, p.action);
-                self.audit_denied(Some(&statement.scope), &reason).await;
-                return Some(reason);
-            }
-            let facts = RequestFacts {
-                id: self.session_id.clone(),
-                protocol: "postgres".into(),
-                method: statement.sql_verb.clone(),
-                host: self.db.upstream_host.clone(),
-                path: format!("/{}", self.db.database),
-            };
-            let decision = self.broker.policy.decide(&self.identity, &facts, &statement.scope);
-            if !decision.allow {
-                self.audit_denied(Some(&statement.scope), &decision.reason).await;
-                return Some(decision.reason);
-            }
-        }
-        None
+    /// `None` when every statement is allowed, else the first denial's reason (audited).
+    async fn judge(&self, sql: &str, parse: bool) -> Option<String> {
+        let decisions = statements::decide(&self.broker.policy, &self.identity, &self.db, &self.session_id, sql, parse);
+        let denied = decisions.into_iter().find(|d| !d.decision.allow)?;
+        let scope = denied.statement.as_ref().map(|s| &s.scope);
+        self.audit_denied(scope, &denied.decision.reason).await;
+        Some(denied.decision.reason)
     }
 
     async fn audit_denied(&self, scope: Option<&Scope>, reason: &str) {
@@ -286,10 +260,6 @@ impl Session {
             tracing::error!(session = %self.session_id, error = %e, "auditing a denied statement failed");
         }
         tracing::info!(session = %self.session_id, reason, "postgres statement denied");
-    }
-
-    fn database(&self) -> Database {
-        Database { host: self.db.upstream_host.clone(), name: self.db.database.clone(), default_schema: "public".into() }
     }
 }
 
