@@ -143,6 +143,17 @@ fn psql_without_a_password_reads_through_a_session_user_and_denied_statements_ge
         assert!(Instant::now() < deadline, "the session's user outlived the session: {}", proxy.minted_roles());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Minted passwords are runs of exactly 48 hex digits (ids have 32, hashes 64). None in the
+    // log, the audit or the server's statement log.
+    assert!(has_hex_run_of(&format!("password '{}'", "ab12".repeat(12)), 48));
+    let audit = std::fs::read_to_string(proxy.dir.path().join("audit.jsonl")).unwrap();
+    for (name, text) in [("broker log", proxy.broker.log()), ("audit", audit), ("server log", proxy.pg.log())] {
+        assert!(!has_hex_run_of(&text, 48), "a password-like value in the {name}:\n{text}");
+    }
+}
+
+fn has_hex_run_of(text: &str, len: usize) -> bool {
+    text.split(|c: char| !c.is_ascii_hexdigit()).any(|run| run.len() == len)
 }
 
 #[test]
