@@ -14,7 +14,11 @@ use credential_broker::providers::{Credential, CredentialProvider, Identity, Lea
 use support::postgres::{Postgres, DATABASE, SUPERUSER};
 
 fn provider(pg: &Postgres, ttl: Duration) -> PostgresNativeProvider {
-    let settings = PostgresNativeSettings {
+    PostgresNativeProvider::new("pg", settings(pg, ttl)).unwrap()
+}
+
+fn settings(pg: &Postgres, ttl: Duration) -> PostgresNativeSettings {
+    PostgresNativeSettings {
         host: "127.0.0.1".into(),
         port: pg.port(),
         database: DATABASE.into(),
@@ -24,8 +28,7 @@ fn provider(pg: &Postgres, ttl: Duration) -> PostgresNativeProvider {
         member_of: vec![],
         ttl,
         timeout: Duration::from_secs(10),
-    };
-    PostgresNativeProvider::new("pg", settings).unwrap()
+    }
 }
 
 fn with_orders(pg: &Postgres) {
@@ -151,6 +154,22 @@ async fn a_role_stops_working_at_its_expiry_and_is_swept() {
     assert_eq!(swept, vec![user.clone()]);
     assert!(!role_exists(&pg, &user));
     assert!(role_exists(&pg, "cb_ops"));
+}
+
+/// Concurrent mints (and drops) with grants on the same tables do not collide on their ACLs.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_mints_and_revokes_all_succeed() {
+    let pg = Postgres::start();
+    with_orders(&pg);
+    let mut s = settings(&pg, Duration::from_secs(300));
+    s.grants = vec!["SELECT, INSERT ON ALL TABLES IN SCHEMA public".into()];
+    let p = PostgresNativeProvider::new("pg", s).unwrap();
+    let requests: Vec<MintRequest> = (0..12).map(|i| request(&format!("agent-{i}"), Duration::from_secs(300))).collect();
+    let leases = futures::future::join_all(requests.iter().map(|r| p.mint(r))).await;
+    let leases: Vec<Lease> = leases.into_iter().collect::<Result<_, _>>().unwrap();
+    let results = futures::future::join_all(leases.iter().map(|l| p.revoke(l))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'cb\\_agent%'"), "0");
 }
 
 const CONFIG: &str = r#"

@@ -38,13 +38,17 @@ impl Proxy {
     }
 
     fn start_with(edit: impl Fn(String) -> String) -> Proxy {
+        Self::start_with_policy(edit, POLICY)
+    }
+
+    fn start_with_policy(edit: impl Fn(String) -> String, policy: &str) -> Proxy {
         let pg = Postgres::start();
         pg.admin_sql(
             "CREATE TABLE orders (id int primary key, item text); INSERT INTO orders VALUES (1, 'book'), (2, 'lamp'); CREATE TABLE customers (id int)",
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("admin-password"), &pg.password).unwrap();
-        std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+        std::fs::write(dir.path().join("policy.rego"), policy).unwrap();
         let broker = Broker::start(dir.path(), &edit(config_yaml(dir.path(), &pg)), &[]);
         Proxy { dir, pg, broker }
     }
@@ -289,4 +293,56 @@ fn explain_sql_prints_each_statements_scope_and_decision() {
     let out = support::broker::cli(&["explain", "--config", config.to_str().unwrap(), "--sql", "SELEKT 1"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["statements"][0]["decision"]["reason"].as_str().unwrap().contains("unparseable"), "{v:#}");
+}
+
+/// With per-connection identities (jwt, mtls) the listener would hand out the sidecar identity to
+/// whoever connects: the config is refused instead.
+#[test]
+fn databases_need_the_sidecar_identity_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+    std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).unwrap();
+    let jwt = format!(
+        "identity:\n  mode: jwt\n  jwt: {{jwks_file: {}/jwks.json, issuer: \"https://issuer.test\", audience: broker, tenant_claim: tenant}}",
+        dir.path().display()
+    );
+    let yaml = config_yaml_for_port(dir.path(), 5432).replace("identity: {agent_id: agent-7, tenant: acme}", &jwt);
+    std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+    let out = support::broker::cli(&["check-config", dir.path().join("config.yaml").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("databases") && stderr.contains("identity.mode sidecar"), "{stderr}");
+}
+
+/// pgbench through the broker against the same server directly, as tps ratios (select-only and
+/// TPC-B-like; 1, 8 and 32 clients; a new session user per pgbench connection). Not a pass/fail
+/// test: `cargo test --release --test postgres_proxy -- --ignored --nocapture pgbench`.
+#[test]
+#[ignore]
+fn pgbench_through_the_broker_vs_direct() {
+    let allow_all = "package credential_broker\nimport rego.v1\ndecision := {\"allow\": true, \"reason\": \"bench\"}\n";
+    let proxy = Proxy::start_with_policy(|yaml| yaml, allow_all);
+    let pg = &proxy.pg;
+    let run = |port: u16, user: &str, password: &str, args: &[&str]| -> f64 {
+        let mut cmd = std::process::Command::new(support::postgres::program("pgbench"));
+        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("PGPASSFILE", "/dev/null").env("PGSSLMODE", "disable");
+        if !password.is_empty() {
+            cmd.env("PGPASSWORD", password);
+        }
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user]).args(args).arg(DATABASE);
+        let out = cmd.output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "pgbench {args:?}: {stdout}\n{stderr}");
+        stdout.lines().find_map(|l| l.strip_prefix("tps = ")).and_then(|l| l.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    };
+    run(pg.port(), SUPERUSER, &pg.password, &["-i", "-q", "-s", "4"]);
+    let broker_port = proxy.broker.addresses.databases["shop"].port();
+    for (mode, extra) in [("select-only", &["-S"][..]), ("tpc-b-like", &[][..])] {
+        for clients in ["1", "8", "32"] {
+            let args: Vec<&str> = [&["-n", "-T", "5", "-c", clients, "-j", clients, "-M", "prepared"][..], extra].concat();
+            let direct = run(pg.port(), SUPERUSER, &pg.password, &args);
+            let through = run(broker_port, "agent", "", &args);
+            println!("{mode:12} clients={clients:>2} direct={direct:>9.1} tps broker={through:>9.1} tps ratio={:.2}", through / direct);
+        }
+    }
 }

@@ -226,7 +226,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         level: raw.logging.level.unwrap_or_else(|| "info".into()),
     };
 
-    let databases = databases::validate(&mut p, raw.databases, &providers);
+    let databases = databases::validate(&mut p, raw.databases, &providers, &identity.mode);
 
     if p.0.is_empty() {
         Ok(Config { mode, identity, listeners, tls, passthrough_hosts, routes, providers, policy, credentials, audit, admin, alerts, limits, logging, databases })

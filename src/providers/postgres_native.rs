@@ -17,6 +17,9 @@ use tokio_postgres::{Client, NoTls};
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
 
+/// Serialises this provider's grant changes in one database (transaction-scoped advisory lock).
+const ACL_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('credential-broker:postgres_native:acl'))";
+
 /// Roles this provider creates start with this.
 pub const ROLE_PREFIX: &str = "cb_";
 /// The exact shape of a minted role name (see [`role_name`]); the expiry sweep drops nothing else,
@@ -125,8 +128,9 @@ impl PostgresNativeProvider {
             sql.push_str(&format!("GRANT {grant} TO {};", quote_ident(&role)));
         }
         let client = self.admin_connection().await?;
-        // One transaction: a failed grant leaves no half-made role behind.
-        self.execute(&client, "creating the role", &format!("BEGIN;{sql}COMMIT;")).await?;
+        // One transaction: a failed grant leaves no half-made role behind. Concurrent GRANTs on
+        // one table collide on its ACL ("tuple concurrently updated"): take turns, across brokers.
+        self.execute(&client, "creating the role", &format!("BEGIN;{ACL_LOCK};{sql}COMMIT;")).await?;
         let mut details = BTreeMap::new();
         details.insert("role".to_string(), role.clone());
         details.insert("database".to_string(), self.settings.database.clone());
@@ -160,7 +164,7 @@ impl PostgresNativeProvider {
             .await
             .map_err(|_| ProviderError::retryable("ending the role's sessions: timed out"))?
             .map_err(|e| postgres_error("ending the role's sessions", e))?;
-        self.execute(&client, "dropping the role", &format!("BEGIN;DROP OWNED BY {ident};DROP ROLE {ident};COMMIT;")).await
+        self.execute(&client, "dropping the role", &format!("BEGIN;{ACL_LOCK};DROP OWNED BY {ident};DROP ROLE {ident};COMMIT;")).await
     }
 
     /// Drops every role this broker minted whose `VALID UNTIL` has passed: a role that can no
@@ -260,6 +264,11 @@ fn rfc3339(at: SystemTime) -> String {
 /// Server-side refusals (bad grant, missing privilege) are permanent; connection trouble is retried.
 fn postgres_error(what: &str, e: tokio_postgres::Error) -> ProviderError {
     match e.as_db_error() {
+        // Transient: serialisation failures and deadlocks (40), resources (53), starting up or
+        // shutting down (57P0x), concurrent catalog updates (XX000).
+        Some(db) if ["40", "53", "57P0", "XX000"].iter().any(|c| db.code().code().starts_with(c)) => {
+            ProviderError::retryable(format!("{what}: {} ({})", db.message(), db.code().code()))
+        }
         Some(db) => ProviderError::permanent(format!("{what}: {} ({})", db.message(), db.code().code())),
         None => ProviderError::retryable(format!("{what}: {e}")),
     }

@@ -4,9 +4,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{socket_addr, Problems};
 use crate::config::raw::RawDatabase;
-use crate::config::{DatabaseConfig, ProviderConfig};
+use crate::config::{DatabaseConfig, IdentityMode, ProviderConfig};
 
-pub(super) fn validate(p: &mut Problems, raw: Vec<RawDatabase>, providers: &BTreeMap<String, ProviderConfig>) -> Vec<DatabaseConfig> {
+pub(super) fn validate(p: &mut Problems, raw: Vec<RawDatabase>, providers: &BTreeMap<String, ProviderConfig>, identity: &IdentityMode) -> Vec<DatabaseConfig> {
+    // Postgres sessions run as the sidecar identity; with per-connection identities an agent
+    // would get it without presenting anything.
+    if !raw.is_empty() && !matches!(identity, IdentityMode::Sidecar) {
+        p.add("databases", "the Postgres listener has no per-connection agent identity yet: it needs identity.mode sidecar");
+    }
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
     for (i, d) in raw.into_iter().enumerate() {
