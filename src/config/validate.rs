@@ -229,7 +229,23 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
     let databases = databases::validate(&mut p, raw.databases, &providers, &identity.mode);
 
     if p.0.is_empty() {
-        Ok(Config { mode, identity, listeners, tls, passthrough_hosts, routes, providers, policy, credentials, audit, admin, alerts, limits, logging, databases })
+        Ok(Config {
+            mode,
+            identity,
+            listeners,
+            tls,
+            passthrough_hosts,
+            routes,
+            providers,
+            policy,
+            credentials,
+            audit,
+            admin,
+            alerts,
+            limits,
+            logging,
+            databases,
+        })
     } else {
         Err(p.0)
     }

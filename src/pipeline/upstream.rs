@@ -57,7 +57,7 @@ pub(super) async fn send(
     let mut resp = tokio::time::timeout(timeout, client.request(request))
         .await
         .map_err(|_| BrokerError::UpstreamTimeout(target.host.clone()))?
-        .map_err(|e| BrokerError::Upstream { host: target.host.clone(), reason: describe(&e) })?;
+        .map_err(|e| BrokerError::Upstream { host: target.host.clone(), reason: crate::providers::redact::error_chain(&e) })?;
 
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -97,18 +97,6 @@ fn upstream_uri(target: &Target, path: &str, query: Option<&str>) -> Result<Uri,
         .map_err(|e| BrokerError::BadRequest(format!("cannot build upstream URI: {e}")))
 }
 
-/// hyper's client errors hide the cause (connection refused, TLS failure) in the source chain.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
-}
-
 /// Forward a request to a passthrough host over cleartext HTTP, without credentials.
 pub async fn forward_plain(client: &crate::upstream::HttpClient, req: Request<Incoming>, timeout: std::time::Duration) -> Result<Response<Body>, BrokerError> {
     let host = req.uri().host().unwrap_or_default().to_string();
@@ -117,7 +105,7 @@ pub async fn forward_plain(client: &crate::upstream::HttpClient, req: Request<In
     let resp = tokio::time::timeout(timeout, client.request(Request::from_parts(parts, boxed(body))))
         .await
         .map_err(|_| BrokerError::UpstreamTimeout(host.clone()))?
-        .map_err(|e| BrokerError::Upstream { host, reason: describe(&e) })?;
+        .map_err(|e| BrokerError::Upstream { host, reason: crate::providers::redact::error_chain(&e) })?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     Ok(Response::from_parts(parts, boxed(body)))

@@ -24,7 +24,6 @@ use anyhow::Context as _;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
@@ -32,6 +31,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use zeroize::Zeroizing;
 
+use super::aws_sdk::{classify_credentials_error, credentials_error, error_text, read_ca_bundle, xml_element, RETRYABLE_CODES};
+use super::redact::{scrub, truncate};
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
 use crate::config::AwsSecretsManagerSettings;
@@ -226,22 +227,6 @@ pub fn select_json_key(secret: &str, key: &str) -> Result<Zeroizing<String>, Jso
     Ok(value)
 }
 
-/// Error codes worth another attempt besides any 5xx.
-const RETRYABLE_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "InternalServiceError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    // The base credentials expired between the SDK's refresh and the call.
-    "ExpiredTokenException",
-    "ExpiredToken",
-];
-
 /// Not found, marked for deletion, access denied, decryption failure and every other client fault
 /// fail for good; throttling, 5xx, timeouts and network errors are retried. The message has the
 /// operation, secret id, HTTP status and AWS error code and message (scrubbed), never the value.
@@ -273,36 +258,17 @@ where
         }
         SdkError::TimeoutError(_) => ProviderError::retryable(format!("Secrets Manager {operation} on {secret_id} timed out")),
         SdkError::ConstructionFailure(_) => match credentials_error(e) {
-            Some(ce) => classify_credentials_error(ce),
+            Some(ce) => classify_credentials_error(ce, "Secrets Manager"),
             None => ProviderError::permanent(format!("Secrets Manager {operation} request could not be built: {}", error_text(e))),
         },
         SdkError::DispatchFailure(d) => match credentials_error(e) {
-            Some(ce) => classify_credentials_error(ce),
+            Some(ce) => classify_credentials_error(ce, "Secrets Manager"),
             None if d.is_user() => ProviderError::permanent(format!("Secrets Manager {operation} could not be sent: {}", error_text(e))),
             None => ProviderError::retryable(format!("Secrets Manager unreachable: {}", error_text(e))),
         },
         SdkError::ResponseError(_) => ProviderError::retryable(format!("Secrets Manager {operation} answer unreadable: {}", error_text(e))),
         _ => ProviderError::retryable(format!("Secrets Manager {operation} failed: {}", error_text(e))),
     }
-}
-
-fn classify_credentials_error(ce: &CredentialsError) -> ProviderError {
-    let message = format!("no AWS base credentials for Secrets Manager: {}", scrub(&error_chain(ce)));
-    match ce {
-        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => ProviderError::permanent(message),
-        _ => ProviderError::retryable(message),
-    }
-}
-
-fn credentials_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(ce) = err.downcast_ref::<CredentialsError>() {
-            return Some(ce);
-        }
-        cur = err.source();
-    }
-    None
 }
 
 /// `<Code>` of an XML error body, else `__type` of a JSON one (without its `prefix#`).
@@ -312,76 +278,6 @@ fn error_code_from_body(body: &str) -> Option<String> {
         let t = v.get("__type")?.as_str()?;
         Some(t.rsplit('#').next().unwrap_or(t).to_string())
     })
-}
-
-fn xml_element(body: &str, name: &str) -> Option<String> {
-    let start = body.find(&format!("<{name}>"))? + name.len() + 2;
-    let len = body[start..].find(&format!("</{name}>"))?;
-    Some(body[start..start + len].trim().to_string()).filter(|t| !t.is_empty())
-}
-
-fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    scrub(&truncate(&error_chain(e), 500))
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-/// Blanks what looks like key material in an error text: AWS access key ids and any run of 32+
-/// base64-ish characters. Error texts come from the network and are not trusted.
-pub(crate) fn scrub(s: &str) -> String {
-    let is_key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '+' | '=' | '_' | '-' | '.');
-    let mut out = String::with_capacity(s.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        let key_id = run.len() >= 16 && (run.starts_with("AKIA") || run.starts_with("ASIA"));
-        // ARNs and host names are long but made of short parts; a token is one long run.
-        let longest_part = run.split(['.', '-', '_', '/']).map(str::len).max().unwrap_or(0);
-        if key_id || (run.len() >= 32 && longest_part >= 24) {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in s.chars() {
-        if is_key_char(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
-}
-
-/// The extra CA bundle, checked here: the SDK parses it only when it first connects.
-fn read_ca_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use rustls_pki_types::pem::PemObject as _;
-    let pem = std::fs::read(path).with_context(|| format!("reading tls.upstream_ca_file {}", path.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| anyhow::anyhow!("parsing tls.upstream_ca_file {}: {e}", path.display()))?;
-        roots.add(cert).map_err(|e| anyhow::anyhow!("tls.upstream_ca_file {}: unusable CA certificate: {e}", path.display()))?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "tls.upstream_ca_file {} holds no PEM certificate", path.display());
-    Ok(pem)
 }
 
 #[cfg(test)]

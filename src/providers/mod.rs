@@ -2,6 +2,7 @@
 //! (retry with backoff, the fail-closed alert, the lease cache with single-flight minting).
 
 pub mod alert;
+mod aws_sdk;
 pub mod aws_secrets_manager;
 pub mod azure;
 pub mod cache;
@@ -9,6 +10,7 @@ pub mod env;
 pub mod gcp;
 pub mod oauth2;
 pub mod postgres_native;
+pub(crate) mod redact;
 pub mod retry;
 pub mod rotation;
 pub mod secret;

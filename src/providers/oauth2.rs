@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
+use crate::providers::redact::{error_chain, truncate};
 use crate::upstream::{full, HttpClient};
 
 /// Token answers larger than this are refused rather than buffered.
@@ -198,23 +199,8 @@ fn json_error_kind(e: &serde_json::Error) -> String {
     format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
 fn host_of(url: &url::Url) -> String {
     format!("{}:{}", url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 fn form_encode(s: &str) -> String {

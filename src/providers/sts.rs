@@ -28,7 +28,6 @@ use anyhow::Context as _;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
@@ -38,6 +37,8 @@ use futures::FutureExt;
 
 pub use session_policy::{rfc3339_utc, session_policy};
 
+use super::aws_sdk::{classify_credentials_error, credentials_error, error_text, read_ca_bundle, xml_element, RETRYABLE_CODES};
+use super::redact::{scrub, truncate};
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
 use crate::config::StsSettings;
@@ -121,20 +122,6 @@ impl StsProvider {
     pub fn role_for(&self, tenant: &str) -> &str {
         role_for(&self.settings, tenant)
     }
-}
-
-/// The extra CA bundle, checked here: the SDK parses it only when it first connects, and panics
-/// on a certificate it cannot parse.
-fn read_ca_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use rustls_pki_types::pem::PemObject as _;
-    let pem = std::fs::read(path).with_context(|| format!("reading tls.upstream_ca_file {}", path.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| anyhow::anyhow!("parsing tls.upstream_ca_file {}: {e}", path.display()))?;
-        roots.add(cert).map_err(|e| anyhow::anyhow!("tls.upstream_ca_file {}: unusable CA certificate: {e}", path.display()))?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "tls.upstream_ca_file {} holds no PEM certificate", path.display());
-    Ok(pem)
 }
 
 fn role_for<'a>(settings: &'a StsSettings, tenant: &str) -> &'a str {
@@ -253,28 +240,6 @@ impl CredentialProvider for StsProvider {
     }
 }
 
-/// STS error codes worth another attempt besides any 5xx.
-const RETRYABLE_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "IDPCommunicationError",
-    "ServiceUnavailable",
-    "InternalFailure",
-    "InternalError",
-    // The base credentials expired between the SDK's refresh and the call; the next attempt
-    // resolves fresh ones.
-    "ExpiredToken",
-];
-
 /// AccessDenied and every other client fault (bad signature, unknown key, malformed or too large
 /// policy, role not assumable) fail for good; throttling, 5xx, timeouts and network errors are
 /// retried. The message carries the STS error code and message (scrubbed), never key material.
@@ -298,96 +263,17 @@ fn assume_role_error(role_arn: &str, e: &SdkError<AssumeRoleError>) -> ProviderE
         }
         SdkError::TimeoutError(_) => ProviderError::retryable(format!("STS AssumeRole on {role_arn} timed out")),
         SdkError::ConstructionFailure(_) => match credentials_error(e) {
-            Some(ce) => classify_credentials_error(ce),
+            Some(ce) => classify_credentials_error(ce, "STS"),
             None => ProviderError::permanent(format!("STS AssumeRole request could not be built: {}", error_text(e))),
         },
         SdkError::DispatchFailure(d) => match credentials_error(e) {
-            Some(ce) => classify_credentials_error(ce),
+            Some(ce) => classify_credentials_error(ce, "STS"),
             None if d.is_user() => ProviderError::permanent(format!("STS AssumeRole could not be sent: {}", error_text(e))),
             None => ProviderError::retryable(format!("STS unreachable: {}", error_text(e))),
         },
         SdkError::ResponseError(_) => ProviderError::retryable(format!("STS AssumeRole answer unreadable: {}", error_text(e))),
         _ => ProviderError::retryable(format!("STS AssumeRole failed: {}", error_text(e))),
     }
-}
-
-/// The base credentials could not be resolved: a missing or misconfigured chain is permanent, a
-/// provider that timed out or failed (IMDS, the web-identity exchange) is worth retrying.
-fn classify_credentials_error(ce: &CredentialsError) -> ProviderError {
-    let message = format!("no AWS base credentials for STS: {}", scrub(&error_chain(ce)));
-    match ce {
-        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => ProviderError::permanent(message),
-        _ => ProviderError::retryable(message),
-    }
-}
-
-fn credentials_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(ce) = err.downcast_ref::<CredentialsError>() {
-            return Some(ce);
-        }
-        cur = err.source();
-    }
-    None
-}
-
-fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    scrub(&truncate(&error_chain(e), 500))
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-/// The text of the first `<name>…</name>` in an XML error body (entities left as they are).
-fn xml_element(body: &str, name: &str) -> Option<String> {
-    let start = body.find(&format!("<{name}>"))? + name.len() + 2;
-    let len = body[start..].find(&format!("</{name}>"))?;
-    Some(body[start..start + len].trim().to_string()).filter(|t| !t.is_empty())
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-/// Blanks anything in an error text that looks like AWS key material: access key ids
-/// (`AKIA…`/`ASIA…`, 16+ characters) and any base64-ish run of 32+ characters (secret keys are 40,
-/// session tokens hundreds). Error texts come from STS or the network and are not trusted to be
-/// free of such things.
-fn scrub(s: &str) -> String {
-    let is_key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '+' | '=');
-    let mut out = String::with_capacity(s.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        let key_id = run.len() >= 16 && (run.starts_with("AKIA") || run.starts_with("ASIA"));
-        if key_id || run.len() >= 32 {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in s.chars() {
-        if is_key_char(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
 }
 
 fn truncate_to_seconds(t: SystemTime) -> SystemTime {

@@ -10,7 +10,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
-use crate::providers::aws_secrets_manager::scrub;
+use crate::providers::redact::{error_chain, scrub, truncate};
 use crate::providers::ProviderError;
 use crate::upstream::{Body, HttpClient};
 
@@ -151,21 +151,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Re
     serde_json::from_slice(body).map_err(|e| {
         ProviderError::retryable(format!("{what}: the answer is malformed JSON ({:?} error at line {} column {})", e.classify(), e.line(), e.column()))
     })
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

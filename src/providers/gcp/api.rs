@@ -8,6 +8,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
+use crate::providers::redact::{error_chain, scrub, truncate};
 use crate::providers::ProviderError;
 use crate::upstream::{Body, HttpClient};
 
@@ -33,7 +34,7 @@ pub async fn call(client: &HttpClient, req: Request<Body>, timeout: Duration, wh
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| ProviderError::retryable(format!("{what}: {host} timed out")))?
-        .map_err(|e| ProviderError::retryable(format!("{what}: {host} unreachable: {}", crate::providers::aws_secrets_manager::scrub(&error_chain(&e)))))?;
+        .map_err(|e| ProviderError::retryable(format!("{what}: {host} unreachable: {}", scrub(&error_chain(&e)))))?;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), MAX_ANSWER)
         .collect()
@@ -52,7 +53,7 @@ pub fn api_error(what: &str, status: StatusCode, body: &[u8]) -> ProviderError {
     let detail = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => {
             let code = b.error.status.map(|s| format!(" {s}")).unwrap_or_default();
-            let message = b.error.message.map(|m| format!(": {}", crate::providers::aws_secrets_manager::scrub(&truncate(&m, 300)))).unwrap_or_default();
+            let message = b.error.message.map(|m| format!(": {}", scrub(&truncate(&m, 300)))).unwrap_or_default();
             format!("{code}{message}")
         }
         // OAuth endpoints answer `{"error": "invalid_grant", ...}`; keep only the code.
@@ -74,21 +75,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Re
     serde_json::from_slice(body).map_err(|e| {
         ProviderError::retryable(format!("{what}: the answer is malformed JSON ({:?} error at line {} column {})", e.classify(), e.line(), e.column()))
     })
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
