@@ -55,12 +55,15 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         let (b, d, builder) = (broker.clone(), drain.clone(), proxy_builder.clone());
         tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "proxy", move |stream, _| forward::serve(b.clone(), builder.clone(), d.clone(), stream))));
     }
+    // One cancel-key set per database, shared by its own listener and the transparent listener.
+    let databases: Arc<[transparent::PostgresTarget]> =
+        config.databases.iter().map(|db| transparent::PostgresTarget { db: Arc::new(db.clone()), keys: crate::postgres::CancelKeys::default() }).collect();
     if let Some(addr) = config.listeners.transparent {
         let l = bind(addr, "transparent").await?;
         bound.transparent = Some(l.local_addr()?);
-        let (b, d, builder) = (broker.clone(), drain.clone(), proxy_builder.clone());
+        let (b, d, builder, dbs) = (broker.clone(), drain.clone(), proxy_builder.clone(), databases.clone());
         tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "transparent", move |stream, peer| {
-            transparent::serve(b.clone(), builder.clone(), d.clone(), stream, peer)
+            transparent::serve(b.clone(), builder.clone(), d.clone(), dbs.clone(), stream, peer)
         })));
     }
     if let Some(addr) = config.listeners.health {
@@ -83,10 +86,11 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
             endpoint::serve(b.clone(), builder.clone(), d.clone(), target.clone(), stream)
         })));
     }
-    for db in &config.databases {
+    for target in databases.iter() {
+        let db = &target.db;
         let l = bind(db.listen, &format!("database {}", db.name)).await?;
         bound.databases.insert(db.name.clone(), l.local_addr()?);
-        tasks.push(tokio::spawn(crate::postgres::serve(l, broker.clone(), db.clone(), connections.clone())));
+        tasks.push(tokio::spawn(crate::postgres::serve(l, broker.clone(), db.clone(), target.keys.clone(), connections.clone())));
     }
     if let Some(addr) = config.listeners.admin {
         let l = bind(addr, "admin").await?;

@@ -55,9 +55,9 @@ pub enum Command {
         /// The transparent listener's port.
         #[arg(long, default_value_t = 15006)]
         proxy_port: u16,
-        /// Destination ports to redirect, comma-separated. (Not 5432 by default: the transparent
-        /// listener speaks TLS and HTTP only.)
-        #[arg(long, value_delimiter = ',', default_value = "80,443")]
+        /// Destination ports to redirect, comma-separated. 5432 is included: the transparent
+        /// listener serves Postgres connections to a configured database's upstream address.
+        #[arg(long, value_delimiter = ',', default_value = "80,443,5432")]
         ports: Vec<u16>,
         /// The UID the broker runs as; its traffic is never redirected.
         #[arg(long, default_value_t = 15100)]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use support::broker::{binary, Broker};
 use support::moto::{venv_program, Moto};
 use support::pki::TestCa;
+use support::postgres::{Postgres, DATABASE, SUPERUSER};
 use support::upstream::HttpsUpstream;
 
 const HOST: &str = "api.github.test";
@@ -316,10 +317,18 @@ asyncio.run(main())
 
 impl Relay {
     fn start(ns: &PodNetns, target: SocketAddr) -> Relay {
+        Self::start_as(ns, target, &[])
+    }
+
+    /// The relay run through `wrapper` (e.g. `setpriv` to the broker's UID, so its connections are
+    /// not redirected like the broker's own).
+    fn start_as(ns: &PodNetns, target: SocketAddr, wrapper: &[&str]) -> Relay {
         use std::io::BufRead;
         let python = venv_program("python").display().to_string();
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, &python, "-u", "-c", RELAY, &target.ip().to_string(), &target.port().to_string()])
+            .args(["netns", "exec", &ns.name])
+            .args(wrapper)
+            .args([&python, "-u", "-c", RELAY, &target.ip().to_string(), &target.port().to_string()])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
@@ -449,3 +458,116 @@ import rego.v1
 
 decision := {"allow": true, "reason": "the transparent-mode test allows every AWS call"}
 "#;
+
+const PG_POLICY: &str = r#"
+package credential_broker
+import rego.v1
+
+default decision := {"allow": true, "reason": "the transparent Postgres test allows the rest"}
+
+decision := {"allow": false, "reason": "deleting orders needs a human"} if {
+    input.scope.action == "postgres:DELETE"
+}
+"#;
+
+/// `admin_port`: a relay on the namespace's loopback to the server (the admin connection is
+/// plaintext, so loopback only).
+fn pg_config_yaml(dir: &Path, upstream: SocketAddr, admin_port: u16) -> String {
+    format!(
+        r#"
+identity: {{agent_id: agent-7, tenant: acme}}
+listeners: {{proxy: "127.0.0.1:0", admin: "127.0.0.1:0", transparent: "127.0.0.1:{TRANSPARENT_PORT}"}}
+tls: {{ca_cert_path: {dir}/broker-ca.crt}}
+routes: []
+providers:
+  pg:
+    type: postgres_native
+    host: 127.0.0.1
+    port: {admin_port}
+    database: {DATABASE}
+    admin_user: {SUPERUSER}
+    admin_password_file: {dir}/admin-password
+    grants: ["SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"]
+    ttl_seconds: 600
+databases:
+  - name: shop
+    listen: "127.0.0.1:0"
+    upstream: "{upstream}"
+    database: {DATABASE}
+    provider: pg
+policy: {{file: {dir}/policy.rego}}
+audit: {{path: {dir}/audit.jsonl}}
+logging: {{format: json}}
+"#,
+        dir = dir.display(),
+    )
+}
+
+/// `psql` inside the namespace with no password anywhere and no proxy: `-h addr -p port` is the
+/// database's real address, which iptables redirects to the broker.
+/// Each of `commands` is one `-c` (one `Query`), all on one connection.
+fn psql_in(ns: &PodNetns, addr: SocketAddr, sslmode: &str, commands: &[&str]) -> Output {
+    let psql = support::postgres::program("psql").display().to_string();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "env", "-i"])
+        .arg(format!("PATH={}", std::env::var("PATH").unwrap_or_default()))
+        .args(["LANG=C.UTF-8", "PGPASSFILE=/dev/null", "PGSERVICEFILE=/dev/null", "PGCONNECT_TIMEOUT=10", "PGGSSENCMODE=disable"])
+        .arg(format!("PGSSLMODE={sslmode}"))
+        .args([&psql, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE])
+        .args(commands.iter().flat_map(|c| ["-c", c]))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running psql in the namespace");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_without_a_password_reaches_the_database_through_the_redirect() {
+    require_tools();
+    let ns = PodNetns::create();
+    let pg = Postgres::start_on(&[ns.host_ip], &[ns.pod_ip]);
+    pg.admin_sql("CREATE TABLE orders (id int primary key, item text); INSERT INTO orders VALUES (1, 'book'), (2, 'lamp')");
+    let upstream = SocketAddr::from((ns.host_ip, pg.port()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-password"), &pg.password).unwrap();
+    std::fs::write(dir.path().join("policy.rego"), PG_POLICY).unwrap();
+    let uid = format!("--reuid={BROKER_UID}");
+    let gid = format!("--regid={BROKER_UID}");
+    let setpriv = ["setpriv", &uid, &gid, "--clear-groups"];
+    let admin_relay = Relay::start_as(&ns, upstream, &setpriv);
+    let yaml = pg_config_yaml(dir.path(), upstream, admin_relay.port);
+    std::fs::write(dir.path().join("config.yaml"), &yaml).unwrap();
+    must("chown", &["-R", &format!("{BROKER_UID}:{BROKER_UID}"), &dir.path().display().to_string()]);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The database's port is redirected, and so is 5432, where no database is configured.
+    let bin = binary().display().to_string();
+    let ports = format!("80,443,5432,{}", pg.port());
+    ns.exec_ok(&[&bin, "iptables-init", "--proxy-port", "15006", "--ports", &ports, "--exclude-uid", "15100"]);
+    let wrapper = ["ip", "netns", "exec", &ns.name, "setpriv", &uid, &gid, "--clear-groups"];
+    let broker = Broker::start_wrapped(dir.path(), &yaml, &[], &wrapper);
+
+    // Cleartext startup, and an SSLRequest first (answered N, then the same session).
+    for sslmode in ["disable", "prefer"] {
+        let out = psql_in(
+            &ns,
+            upstream,
+            sslmode,
+            &["\\set VERBOSITY verbose", "SELECT item FROM orders ORDER BY id", "DELETE FROM orders", "SELECT count(*) FROM orders"],
+        );
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout.trim(), "book\nlamp\n2", "sslmode={sslmode}\nstdout: {stdout}\nstderr: {stderr}\nbroker log:\n{}", broker.log());
+        assert!(stderr.contains("ERROR:  42501: permission denied by credential-broker: deleting orders needs a human"), "{stderr}");
+    }
+    assert_eq!(broker.log().matches("transparent Postgres: serving").count(), 2, "{}", broker.log());
+    assert_eq!(pg.admin_sql("SELECT count(*) FROM orders"), "2");
+    let server_log = pg.log();
+    assert!(!server_log.contains("DELETE FROM orders"), "a denied statement reached the server:\n{server_log}");
+    assert!(server_log.contains("user=cb_agent_7_"), "the upstream session was not a minted user:\n{server_log}");
+
+    // A redirected Postgres connection to an address no database has: closed, not spliced.
+    let out = psql_in(&ns, SocketAddr::from((ns.host_ip, 5432)), "disable", &["SELECT 1"]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(broker.wait_for_log("no configured database has this upstream address", Duration::from_secs(5)), "{}", broker.log());
+    drop(broker);
+}

@@ -69,10 +69,10 @@ pub const LIVENESS_PATH: &str = "/healthz";
 /// UID the broker runs as; transparent mode excludes it from redirection so the broker's own
 /// upstream traffic is not looped back to itself.
 pub const BROKER_UID: i64 = 15100;
-/// Default outbound TCP ports redirected to the broker in transparent mode. Not 5432: the
-/// transparent listener speaks TLS and HTTP only, so redirected Postgres traffic would be cut off;
-/// agents reach databases through the broker's Postgres listener by address instead.
-pub const DEFAULT_REDIRECT_PORTS: [u16; 2] = [80, 443];
+/// Default outbound TCP ports redirected to the broker in transparent mode. 5432 included: the
+/// transparent listener recognises Postgres and serves connections addressed to a configured
+/// database's `upstream` (others are closed, never passed through).
+pub const DEFAULT_REDIRECT_PORTS: [u16; 3] = [80, 443, 5432];
 
 /// Proxy URL given to agents in proxy mode.
 pub const PROXY_URL: &str = "http://127.0.0.1:15001";

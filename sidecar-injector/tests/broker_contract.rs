@@ -176,5 +176,5 @@ fn transparent_mode_redirects_to_the_transparent_port_and_spares_the_broker_uid(
     json_patch::patch(&mut doc, &mutation.patch).expect("applies");
     let pod: Pod = serde_json::from_value(doc).expect("a pod");
     let init = container(&pod, IPTABLES_INIT_CONTAINER_NAME);
-    assert_eq!(init.args.as_deref().map(|a| a.join(" ")).as_deref(), Some("iptables-init --proxy-port 15006 --ports 80,443 --exclude-uid 15100"));
+    assert_eq!(init.args.as_deref().map(|a| a.join(" ")).as_deref(), Some("iptables-init --proxy-port 15006 --ports 80,443,5432 --exclude-uid 15100"));
 }

@@ -6,6 +6,10 @@
 //!   proxy: routed hosts are intercepted, passthrough hosts tunnelled, everything else refused.
 //! - HTTP: the `Host` header decides; routed hosts get the forward proxy's cleartext refusal
 //!   unless the route allows plaintext upstreams.
+//! - Postgres (an `SSLRequest`, `GSSENCRequest`, `CancelRequest` or protocol 3.0
+//!   `StartupMessage`): served by the session handler of the configured database whose `upstream`
+//!   is the original destination, exactly as on that database's own listener (no password, a user
+//!   minted per session, every statement checked). No such database: closed, never spliced.
 //! - anything else: closed (default deny).
 //!
 //! The bytes read to decide are replayed ([`Rewind`]), so the TLS acceptor or the upstream sees the
@@ -29,6 +33,7 @@ use super::sni::{parse_client_hello, starts_like_tls, ClientHello};
 use super::{intercept, serve_connection, Drain};
 use crate::broker::Broker;
 use crate::pipeline::{self, new_request_id, BrokerError, Target};
+use crate::postgres::{session, wire, CancelKeys, DatabaseListener};
 use crate::upstream::Body;
 
 /// The most a ClientHello may take before the connection is given up on (several records).
@@ -59,7 +64,7 @@ enum Rejected {
     MalformedHttp,
     #[error("HTTP request without a Host header")]
     NoHost,
-    #[error("neither TLS nor HTTP; not handled in transparent mode")]
+    #[error("neither TLS nor HTTP nor Postgres; not handled in transparent mode")]
     UnknownProtocol,
 }
 
@@ -67,6 +72,48 @@ enum Rejected {
 enum Sniffed {
     Tls { server_name: String },
     Http { host: String },
+    Postgres,
+}
+
+/// A configured database the transparent listener can serve: connections whose original
+/// destination is its `upstream` go to its session handler, sharing its listener's cancel keys.
+#[derive(Clone)]
+pub struct PostgresTarget {
+    pub db: Arc<DatabaseListener>,
+    pub keys: CancelKeys,
+}
+
+/// What the first bytes say about Postgres: each of the startup packets begins with an i32 length
+/// and an i32 code.
+#[derive(Debug, PartialEq, Eq)]
+enum PostgresStart {
+    Yes,
+    No,
+    /// Fewer than 8 bytes yet, and they could still be a startup packet.
+    Incomplete,
+}
+
+fn postgres_start(head: &[u8]) -> PostgresStart {
+    // A startup packet's length is big-endian and below 10 000, so it starts with two zero bytes;
+    // TLS starts with 0x16 and HTTP with a letter.
+    if head.iter().take(2).any(|b| *b != 0) {
+        return PostgresStart::No;
+    }
+    let Some(first) = head.get(..8) else { return PostgresStart::Incomplete };
+    let len = i32::from_be_bytes([first[0], first[1], first[2], first[3]]);
+    let code = i32::from_be_bytes([first[4], first[5], first[6], first[7]]);
+    let ok = match code {
+        wire::SSL_REQUEST | wire::GSSENC_REQUEST => len == 8,
+        wire::CANCEL_REQUEST => len == 16,
+        // The header and at least the list's terminating zero; the same upper bound as the session handler.
+        wire::PROTOCOL_3_0 => (9..=10_000).contains(&len),
+        _ => false,
+    };
+    if ok {
+        PostgresStart::Yes
+    } else {
+        PostgresStart::No
+    }
 }
 
 /// The destination the agent dialled before iptables redirected the connection here.
@@ -77,7 +124,14 @@ pub fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
 }
 
 /// Serve one redirected agent connection.
-pub async fn serve(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+    databases: Arc<[PostgresTarget]>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
     let original = match destination(&stream) {
         Ok(a) => a,
         Err(e) => return tracing::warn!(%peer, error = %e, "transparent connection refused"),
@@ -93,6 +147,7 @@ pub async fn serve(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor
     match sniffed {
         Sniffed::Tls { server_name } => tls(broker, builder, drain, io, original, server_name).await,
         Sniffed::Http { host } => http(broker, builder, drain, io, original, host).await,
+        Sniffed::Postgres => postgres(broker, &databases, io, original, peer).await,
     }
 }
 
@@ -112,6 +167,11 @@ async fn sniff(stream: &mut TcpStream, head: &mut BytesMut, max_header_bytes: us
     loop {
         if stream.read_buf(head).await.map_err(Rejected::Read)? == 0 {
             return Err(Rejected::Closed);
+        }
+        match postgres_start(head) {
+            PostgresStart::Yes => return Ok(Sniffed::Postgres),
+            PostgresStart::Incomplete => continue,
+            PostgresStart::No => {}
         }
         if starts_like_tls(head) {
             match parse_client_hello(head) {
@@ -213,6 +273,24 @@ fn refuse(e: BrokerError) -> Response<Body> {
     e.into_response(&request_id)
 }
 
+/// A Postgres connection goes to the database configured for its original destination, or nowhere.
+async fn postgres(broker: Arc<Broker>, databases: &[PostgresTarget], io: Rewind<TcpStream>, original: SocketAddr, peer: SocketAddr) {
+    for target in databases {
+        let matches = match tokio::net::lookup_host(target.db.upstream.as_str()).await {
+            Ok(mut addrs) => addrs.any(|a| a == original),
+            Err(e) => {
+                tracing::warn!(database = %target.db.name, upstream = %target.db.upstream, error = %e, "resolving a database upstream failed");
+                false
+            }
+        };
+        if matches {
+            tracing::debug!(%peer, %original, database = %target.db.name, "transparent Postgres: serving");
+            return session::serve(broker, target.db.clone(), target.keys.clone(), io).await;
+        }
+    }
+    tracing::warn!(%peer, %original, "transparent Postgres connection refused: no configured database has this upstream address");
+}
+
 /// Copy bytes both ways to an explicitly allowed host, with no interception and no credentials.
 async fn splice(mut io: Rewind<TcpStream>, host: String, port: u16) {
     tracing::info!(%host, port, "transparent: tunnelling passthrough host without credentials");
@@ -227,6 +305,34 @@ async fn splice(mut io: Rewind<TcpStream>, host: String, port: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Real first packets, as psql (libpq) sends them.
+    #[test]
+    fn postgres_startup_packets_are_recognised() {
+        // SSLRequest (sslmode=prefer/require): length 8, code 80877103.
+        assert_eq!(postgres_start(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]), PostgresStart::Yes);
+        // GSSENCRequest (gssencmode=prefer): length 8, code 80877104.
+        assert_eq!(postgres_start(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]), PostgresStart::Yes);
+        // CancelRequest: length 16, code 80877102, then process id and secret key.
+        assert_eq!(postgres_start(&[0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0x30, 0x39, 1, 2, 3, 4]), PostgresStart::Yes);
+        // StartupMessage protocol 3.0 for `psql -U agent -d app`.
+        let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+        startup.extend_from_slice(b"user\0agent\0database\0app\0application_name\0psql\0\0");
+        let len = startup.len() as u32;
+        startup[..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(postgres_start(&startup), PostgresStart::Yes);
+        // Partial: wait for 8 bytes.
+        assert_eq!(postgres_start(&[]), PostgresStart::Incomplete);
+        assert_eq!(postgres_start(&[0, 0, 0, 8, 0x04]), PostgresStart::Incomplete);
+        // Not Postgres: TLS, HTTP, protocol 2.0, wrong lengths, garbage.
+        assert_eq!(postgres_start(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]), PostgresStart::No);
+        assert_eq!(postgres_start(b"GET / HTTP/1.1\r\n"), PostgresStart::No);
+        assert_eq!(postgres_start(&[0, 0, 1, 40, 0, 2, 0, 0]), PostgresStart::No);
+        assert_eq!(postgres_start(&[0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2f]), PostgresStart::No);
+        assert_eq!(postgres_start(&[0, 0, 0, 4, 0, 3, 0, 0]), PostgresStart::No);
+        assert_eq!(postgres_start(&[0, 0, 0, 0, 0, 0, 0, 0]), PostgresStart::No);
+        assert_eq!(postgres_start(&[0, 1, 0, 8, 0x04, 0xd2, 0x16, 0x2f]), PostgresStart::No);
+    }
 
     #[test]
     fn hosts_lose_ports_and_case() {

@@ -15,10 +15,9 @@ pub use crate::config::DatabaseConfig as DatabaseListener;
 
 use crate::broker::Broker;
 
-/// Accept agent connections on `listener` for `db` until the task is dropped.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, db: DatabaseListener, connections: Arc<Semaphore>) {
-    let db = Arc::new(db);
-    let keys = CancelKeys::default();
+/// Accept agent connections on `listener` for `db` until the task is dropped. `keys` are shared
+/// with the transparent listener's sessions for the same database, so a cancel works either way.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, connections: Arc<Semaphore>) {
     crate::listener::accept_loop(listener, connections, "postgres", move |stream, _| session::serve(broker.clone(), db.clone(), keys.clone(), stream)).await
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
 use super::wire::{self, read_message, read_startup, WireError};
@@ -27,8 +27,9 @@ use crate::providers::{Credential, Identity, Lease, MintRequest, SharedProvider}
 /// `role` or `search_path`, `replication` would open a replication session.
 const FORWARDED_PARAMETERS: &[&str] = &["application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "extra_float_digits"];
 
-/// Serve one agent connection to the end.
-pub async fn serve(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, mut agent: TcpStream) {
+/// Serve one agent connection to the end: accepted on the database's listener, or redirected to
+/// the transparent listener and replayed from its first byte.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, mut agent: S) {
     let session_id = format!("pgs-{}", uuid::Uuid::now_v7().simple());
     match start(&broker, &db, &keys, &mut agent, &session_id).await {
         Ok(Some((upstream, lease, provider))) => {
@@ -56,7 +57,13 @@ pub async fn serve(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelK
 type Started = (TcpStream, Lease, SharedProvider);
 
 /// Startup to `AuthenticationOk`: `Ok(None)` when the agent went away or only asked to cancel.
-async fn start(broker: &Arc<Broker>, db: &DatabaseListener, keys: &CancelKeys, agent: &mut TcpStream, session_id: &str) -> Result<Option<Started>, String> {
+async fn start<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: &Arc<Broker>,
+    db: &DatabaseListener,
+    keys: &CancelKeys,
+    agent: &mut S,
+    session_id: &str,
+) -> Result<Option<Started>, String> {
     let startup = loop {
         let packet = match read_startup(agent).await {
             Ok(p) => p,
@@ -155,16 +162,16 @@ type Pending = Arc<Mutex<HashMap<String, String>>>;
 impl Session {
     /// Relays until either side ends or the session's user expires; `key` gets the session's
     /// `BackendKeyData`, registered in `keys` for cancel requests while the session lives.
-    async fn relay(
+    async fn relay<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
-        agent: TcpStream,
+        agent: S,
         upstream: TcpStream,
         expires_at: SystemTime,
         keys: &CancelKeys,
         key: &mut Option<[u8; 8]>,
     ) -> Result<(), WireError> {
         let pending: Pending = Arc::default();
-        let (agent_read, agent_write) = agent.into_split();
+        let (agent_read, agent_write) = tokio::io::split(agent);
         let (upstream_read, upstream_write) = upstream.into_split();
         let mut agent_out = BufWriter::new(agent_write);
         {

@@ -91,6 +91,13 @@ impl Postgres {
     /// initdb (scram-sha-256 for TCP, the superuser with a random password), start `postgres` on a
     /// free port, wait until it accepts logins, create [`DATABASE`].
     pub fn start() -> Postgres {
+        Self::start_on(&[], &[])
+    }
+
+    /// Like [`Postgres::start`], also listening on `extra` addresses besides 127.0.0.1 (e.g. the
+    /// host end of a test network namespace's veth pair) and accepting scram-sha-256 logins from
+    /// `clients` (e.g. the namespace's end).
+    pub fn start_on(extra: &[std::net::Ipv4Addr], clients: &[std::net::Ipv4Addr]) -> Postgres {
         let initdb = program("initdb");
         let postgres = program("postgres");
         let dir = tempfile::Builder::new().prefix("cb-postgres-").tempdir().unwrap();
@@ -120,6 +127,14 @@ impl Postgres {
             .expect("running initdb");
         assert!(out.status.success(), "initdb failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let _ = std::fs::remove_file(&pwfile);
+        if !clients.is_empty() {
+            use std::io::Write;
+            let mut hba = std::fs::OpenOptions::new().append(true).open(data.join("pg_hba.conf")).unwrap();
+            for ip in clients {
+                writeln!(hba, "host all all {ip}/32 scram-sha-256").unwrap();
+            }
+        }
+        let listen: Vec<String> = std::iter::once("127.0.0.1".to_string()).chain(extra.iter().map(|ip| ip.to_string())).collect();
 
         let log = std::fs::File::create(pg.log_path()).unwrap();
         let socket_dir = pg.dir.path().to_path_buf();
@@ -127,7 +142,7 @@ impl Postgres {
             .command(&postgres)
             .arg("-D")
             .arg(&data)
-            .args(["-p", &pg.port.to_string(), "-h", "127.0.0.1", "-c"])
+            .args(["-p", &pg.port.to_string(), "-h", &listen.join(","), "-c"])
             .arg(format!("unix_socket_directories={}", socket_dir.display()))
             .args(["-c", "password_encryption=scram-sha-256", "-c", "fsync=off", "-c", "log_connections=on", "-c", "log_statement=all"])
             .stdin(Stdio::null())

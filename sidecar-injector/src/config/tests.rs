@@ -8,7 +8,7 @@ fn empty_config_is_all_defaults() {
     assert!(config.broker.native_sidecar);
     assert_eq!(config.broker.requests.cpu, "50m");
     assert_eq!(config.broker.limits.memory, "128Mi");
-    assert_eq!(config.redirect_ports, vec![80, 443]);
+    assert_eq!(config.redirect_ports, vec![80, 443, 5432]);
     assert_eq!(config.default_mode, Mode::Proxy);
 }
 

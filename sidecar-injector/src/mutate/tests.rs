@@ -138,7 +138,7 @@ fn transparent_mode_adds_iptables_init_and_no_proxy_env() {
     let init = spec(&typed).init_containers.as_ref().unwrap();
     let names: Vec<_> = init.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, [IPTABLES_INIT_CONTAINER_NAME, BROKER_CONTAINER_NAME, "migrate"]);
-    assert_eq!(init[0].args.as_ref().unwrap().join(" "), "iptables-init --proxy-port 15006 --ports 80,443 --exclude-uid 15100");
+    assert_eq!(init[0].args.as_ref().unwrap().join(" "), "iptables-init --proxy-port 15006 --ports 80,443,5432 --exclude-uid 15100");
     let caps = init[0].security_context.as_ref().unwrap().capabilities.as_ref().unwrap();
     assert_eq!(caps.add.as_ref().unwrap(), &["NET_ADMIN", "NET_RAW"]);
     assert_eq!(init[0].security_context.as_ref().unwrap().run_as_user, Some(0));
