@@ -3,12 +3,22 @@
 //! emulators answer in a form the SDK's parser does not.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 
 use super::redact::{error_chain, scrub, truncate};
 use super::ProviderError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// AWS error codes worth another attempt besides any 5xx (throttling, transient faults, and base
 /// credentials that expired between the SDK's refresh and the call).
@@ -79,6 +89,28 @@ pub(crate) fn read_ca_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
     anyhow::ensure!(!roots.is_empty(), "tls.upstream_ca_file {} holds no PEM certificate", path.display());
     Ok(pem)
+}
+
+/// The SDK configuration both AWS providers build their client from: rustls on ring (no proxy, so
+/// the agent-facing proxy settings never carry broker traffic), the platform roots plus the extra
+/// CA, the region, no SDK retries (the broker's own retry counts attempts) and short timeouts. The
+/// base credentials come from the standard chain unless given.
+pub(crate) async fn sdk_config(region: &str, extra_ca: Option<&Path>, credentials: Option<SharedCredentialsProvider>, what: &str) -> anyhow::Result<SdkConfig> {
+    let mut trust = TrustStore::default();
+    if let Some(path) = extra_ca {
+        trust = trust.with_pem_certificate(read_ca_bundle(path)?);
+    }
+    let tls_context = TlsContext::builder().with_trust_store(trust).build().with_context(|| format!("building the {what} client's TLS context"))?;
+    let http_client = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).tls_context(tls_context).build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .region(Region::new(region.to_string()))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).operation_timeout(OPERATION_TIMEOUT).build());
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    Ok(loader.load().await)
 }
 
 #[cfg(test)]

@@ -18,28 +18,19 @@
 //! - **Retries** are the broker's (providers::retry); the SDK's own are off.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::Context as _;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use zeroize::Zeroizing;
 
-use super::aws_sdk::{classify_credentials_error, credentials_error, error_text, read_ca_bundle, xml_element, RETRYABLE_CODES};
+use super::aws_sdk::{classify_credentials_error, credentials_error, error_text, sdk_config, xml_element, RETRYABLE_CODES};
 use super::redact::{scrub, truncate};
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
 use crate::config::AwsSecretsManagerSettings;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct AwsSecretsManagerProvider {
     name: String,
@@ -70,22 +61,7 @@ impl AwsSecretsManagerProvider {
         extra_ca: Option<&Path>,
         credentials: Option<SharedCredentialsProvider>,
     ) -> anyhow::Result<Self> {
-        let mut trust = TrustStore::default();
-        if let Some(path) = extra_ca {
-            trust = trust.with_pem_certificate(read_ca_bundle(path)?);
-        }
-        let tls_context = TlsContext::builder().with_trust_store(trust).build().context("building the Secrets Manager client's TLS context")?;
-        // rustls on ring; no proxy, so the agent-facing proxy settings never carry broker traffic.
-        let http_client = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).tls_context(tls_context).build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .region(Region::new(settings.region.clone()))
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).operation_timeout(OPERATION_TIMEOUT).build());
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let sdk_config = loader.load().await;
+        let sdk_config = sdk_config(&settings.region, extra_ca, credentials, "Secrets Manager").await?;
         let mut config = aws_sdk_secretsmanager::config::Builder::from(&sdk_config);
         if let Some(url) = &settings.endpoint_url {
             config = config.endpoint_url(url.as_str().trim_end_matches('/'));
@@ -282,6 +258,8 @@ fn error_code_from_body(body: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn settings() -> AwsSecretsManagerSettings {

@@ -24,20 +24,15 @@ mod session_policy;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
 pub use session_policy::{rfc3339_utc, session_policy};
 
-use super::aws_sdk::{classify_credentials_error, credentials_error, error_text, read_ca_bundle, xml_element, RETRYABLE_CODES};
+use super::aws_sdk::{classify_credentials_error, credentials_error, error_text, sdk_config, xml_element, RETRYABLE_CODES};
 use super::redact::{scrub, truncate};
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
@@ -47,10 +42,6 @@ use crate::config::StsSettings;
 pub const MIN_DURATION: Duration = Duration::from_secs(900);
 /// The largest `DurationSeconds` asked for: the default `MaxSessionDuration` of an IAM role.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct StsProvider {
     name: String,
@@ -93,24 +84,7 @@ impl StsProvider {
     }
 
     async fn build(name: &str, settings: &StsSettings, extra_ca: Option<&Path>, credentials: Option<SharedCredentialsProvider>) -> anyhow::Result<StsProvider> {
-        let mut trust = TrustStore::default(); // the platform's roots, as the rest of the SDK would use
-        if let Some(path) = extra_ca {
-            trust = trust.with_pem_certificate(read_ca_bundle(path)?);
-        }
-        let tls_context = TlsContext::builder().with_trust_store(trust).build().context("building the STS client's TLS context")?;
-        // rustls on ring like the rest of the broker; no proxy (the default of this builder), so
-        // STS is never reached through the agent-facing proxy settings of the environment.
-        let http_client = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).tls_context(tls_context).build_https();
-
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .region(Region::new(settings.region.clone()))
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).operation_timeout(OPERATION_TIMEOUT).build());
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let sdk_config = loader.load().await;
+        let sdk_config = sdk_config(&settings.region, extra_ca, credentials, "STS").await?;
         let mut sts_config = aws_sdk_sts::config::Builder::from(&sdk_config);
         if let Some(url) = &settings.endpoint_url {
             sts_config = sts_config.endpoint_url(url.as_str().trim_end_matches('/'));
