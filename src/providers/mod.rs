@@ -125,6 +125,13 @@ pub trait CredentialProvider: Send + Sync {
     /// Invalidate a lease at its source where the source supports it.
     fn revoke<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), ProviderError>>;
 
+    /// Extend a lease that is still in use (a database session that is still open), at most as
+    /// far as the source allows. `Ok(Some(expiry))`: the lease now lives until `expiry`;
+    /// `Ok(None)`: this provider cannot renew, so whatever uses the lease ends at its expiry.
+    fn renew<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<Option<SystemTime>, ProviderError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Rotate a long-lived secret the provider manages.
     fn rotate<'a>(&'a self, secret_id: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
 }
