@@ -159,6 +159,9 @@ async fn build_providers(config: &Config, client: &HttpClient) -> anyhow::Result
             ProviderConfig::PostgresNative(settings) => {
                 Arc::new(crate::providers::postgres_native::PostgresNativeProvider::from_config(name, settings).with_context(|| format!("providers.{name}"))?)
             }
+            ProviderConfig::Vault(settings) => {
+                Arc::new(crate::providers::vault::VaultProvider::new(name, settings).with_context(|| format!("providers.{name}"))?)
+            }
         };
         out.insert(name.clone(), provider);
     }

@@ -69,6 +69,7 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
         Some(ProviderConfig::AzureKeyVault(settings)) => crate::providers::azure::key_vault::credential_scope(settings),
         Some(ProviderConfig::AzureAccessToken(settings)) => settings.scope.clone(),
         Some(ProviderConfig::PostgresNative(s)) => crate::providers::postgres_native::credential_scope(&route.provider, &s.host, &s.database),
+        Some(ProviderConfig::Vault(s)) => crate::providers::vault::credential_scope(&s.engine),
         Some(ProviderConfig::Sts(_)) | None => String::new(),
     };
     Ok(json!({

@@ -7,6 +7,7 @@ mod env_expand;
 mod identity;
 mod raw;
 mod validate;
+mod vault;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use identity::{IdentityMode, JwksSource, JwtSettings, MtlsSettings};
 pub use validate::HostPattern;
+pub use vault::{VaultAuth, VaultEngine, VaultSettings};
 
 /// A validated configuration. Everything here has been checked; defaults are filled in.
 #[derive(Debug, Clone)]
@@ -154,6 +156,7 @@ pub enum ProviderConfig {
     AzureKeyVault(AzureKeyVaultSettings),
     AzureAccessToken(AzureAccessTokenSettings),
     PostgresNative(PostgresNativeConfig),
+    Vault(VaultSettings),
 }
 
 /// A `postgres_native` provider: the admin connection (plaintext, so loopback only) and what
@@ -289,6 +292,7 @@ impl ProviderConfig {
             ProviderConfig::AzureKeyVault(_) => "azure_key_vault",
             ProviderConfig::AzureAccessToken(_) => "azure_access_token",
             ProviderConfig::PostgresNative(_) => "postgres_native",
+            ProviderConfig::Vault(_) => "vault",
         }
     }
 }

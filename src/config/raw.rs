@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+mod vault;
+pub use vault::*;
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -223,6 +226,8 @@ pub enum RawProvider {
     /// Short-lived Postgres roles the broker creates itself through an admin connection.
     #[serde(rename = "postgres_native")]
     PostgresNative(RawPostgresNative),
+    /// Vault or OpenBao: dynamic database users or a KV v2 field.
+    Vault(RawVault),
 }
 
 #[derive(Debug, Deserialize)]

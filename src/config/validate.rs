@@ -11,6 +11,7 @@ use super::*;
 mod azure;
 mod databases;
 mod postgres_native;
+mod vault;
 
 /// A host name pattern: `api.example.com` or `*.example.com` (any subdomain, not the apex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,6 +386,10 @@ fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode
                 None => continue,
             },
             RawProvider::PostgresNative(raw) => ProviderConfig::PostgresNative(postgres_native::validate(p, &path, base, raw)),
+            RawProvider::Vault(raw) => match vault::validate(p, &path, base, raw) {
+                Some(settings) => ProviderConfig::Vault(settings),
+                None => continue,
+            },
         };
         out.insert(name, validated);
     }
@@ -425,6 +430,9 @@ fn validate_routes(p: &mut Problems, raw: Vec<RawRoute>, providers: &BTreeMap<St
         }
         if matches!(providers.get(&r.provider), Some(ProviderConfig::PostgresNative(_))) {
             p.add(format!("{path}.provider"), "a postgres_native provider mints database logins; an HTTP route cannot use it");
+        }
+        if matches!(providers.get(&r.provider), Some(ProviderConfig::Vault(VaultSettings { engine: VaultEngine::Database { .. }, .. }))) {
+            p.add(format!("{path}.provider"), "a vault provider with a `database` engine mints database logins; an HTTP route needs one with `kv`");
         }
         let sigv4_provider = matches!(providers.get(&r.provider), Some(ProviderConfig::Sts(_)));
         let header = match (r.inject.header, r.inject.sigv4) {

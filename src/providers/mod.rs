@@ -15,6 +15,7 @@ pub mod retry;
 pub mod rotation;
 pub mod secret;
 pub mod sts;
+pub mod vault;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

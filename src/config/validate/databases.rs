@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{socket_addr, Problems};
 use crate::config::raw::RawDatabase;
-use crate::config::{DatabaseConfig, IdentityMode, ProviderConfig};
+use crate::config::{DatabaseConfig, IdentityMode, ProviderConfig, VaultEngine, VaultSettings};
 
 pub(super) fn validate(p: &mut Problems, raw: Vec<RawDatabase>, providers: &BTreeMap<String, ProviderConfig>, identity: &IdentityMode) -> Vec<DatabaseConfig> {
     // Postgres sessions run as the sidecar identity; with per-connection identities an agent
@@ -36,7 +36,14 @@ pub(super) fn validate(p: &mut Problems, raw: Vec<RawDatabase>, providers: &BTre
         }
         match providers.get(&d.provider) {
             Some(ProviderConfig::PostgresNative(_)) => {}
-            Some(other) => p.add(format!("{path}.provider"), format!("a {} provider cannot mint database logins; use postgres_native", other.kind())),
+            Some(ProviderConfig::Vault(VaultSettings { engine: VaultEngine::Database { .. }, .. })) => {}
+            Some(ProviderConfig::Vault(_)) => p.add(
+                format!("{path}.provider"),
+                format!("vault provider {:?} reads a KV secret, not database logins: give it a `database: {{mount, role}}` engine", d.provider),
+            ),
+            Some(other) => {
+                p.add(format!("{path}.provider"), format!("a {} provider cannot mint database logins; use postgres_native or vault with a database engine", other.kind()))
+            }
             None => p.add(format!("{path}.provider"), format!("unknown provider {:?}", d.provider)),
         }
         if let (Some(listen), Some(upstream_host)) = (listen, upstream_host) {
