@@ -14,6 +14,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::identity::AgentIdentities;
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
+use crate::postgres::registry::SessionRegistry;
 use crate::providers::alert::{Alerts, WebhookSettings, WebhookSink};
 use crate::providers::cache::LeaseCache;
 use crate::providers::env::EnvProvider;
@@ -37,6 +38,8 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     /// The request scope each cached lease was minted for, for `GET /v1/grants`.
     pub minted_scopes: MintedScopes,
+    /// The live database sessions and their leases, for `GET /v1/grants` and revoke.
+    pub sessions: Arc<SessionRegistry>,
     /// The broker API's bearer token; None disables `/v1/*`.
     pub admin_token: Option<AdminToken>,
     pub client: HttpClient,
@@ -87,6 +90,7 @@ impl Broker {
             alerts: Alerts::new(webhook, metrics.clone()),
             metrics,
             minted_scopes: MintedScopes::default(),
+            sessions: Arc::default(),
             admin_token,
             client,
             upgrade_client,

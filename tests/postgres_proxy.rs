@@ -24,7 +24,19 @@ decision := {"allow": true, "reason": "agents may read orders"} if {
 decision := {"allow": false, "reason": "deleting orders needs a human"} if {
     input.scope.action == "postgres:DELETE"
 }
+
+decision := {"allow": true, "reason": "agents may export orders"} if {
+    input.scope.action == "postgres:COPY_TO"
+    input.scope.resource == "postgres://127.0.0.1/shop/public.orders"
+}
+
+decision := {"allow": true, "reason": "agents may load customers"} if {
+    input.scope.action == "postgres:COPY_FROM"
+    input.scope.resource == "postgres://127.0.0.1/shop/public.customers"
+}
 "#;
+
+const ADMIN_TOKEN: &str = "admin-token-7c2e91d04b5a8f36";
 
 struct Proxy {
     dir: tempfile::TempDir,
@@ -49,8 +61,45 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("admin-password"), &pg.password).unwrap();
         std::fs::write(dir.path().join("policy.rego"), policy).unwrap();
-        let broker = Broker::start(dir.path(), &edit(config_yaml(dir.path(), &pg)), &[]);
+        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
+        let yaml = format!("{}admin: {{token_file: {}/admin-token}}\n", edit(config_yaml(dir.path(), &pg)), dir.path().display());
+        let broker = Broker::start(dir.path(), &yaml, &[]);
         Proxy { dir, pg, broker }
+    }
+
+    /// The broker API with curl: (status, JSON answer).
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.broker.admin_url());
+        let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+        let mut args = vec!["--noproxy", "*", "-X", method, "--write-out", "\n%{http_code}", "-H", auth.as_str()];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        args.push(&url);
+        let (status, text) = support::clients::split_status(&support::clients::curl(&args));
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    }
+
+    /// `psql -c SQL` through the broker, running in the background.
+    fn spawn_psql(&self, sql: &str) -> std::process::Child {
+        let addr = self.broker.addresses.databases["shop"];
+        let mut cmd = psql_command();
+        cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", sql]);
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    }
+
+    /// Waits until the server runs `sql` for a session.
+    fn wait_active(&self, sql: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.pg.admin_sql(&format!("SELECT count(*) FROM pg_stat_activity WHERE query = '{sql}' AND state = 'active'")) != "1" {
+            assert!(Instant::now() < deadline, "{sql} never started:\n{}", self.broker.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The minted users' server sessions.
+    fn minted_backends(&self) -> String {
+        self.pg.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'cb\\_agent%'")
     }
 
     /// `psql` against the broker's listener with no password anywhere; `script` runs as a file, so
@@ -345,4 +394,197 @@ fn pgbench_through_the_broker_vs_direct() {
             println!("{mode:12} clients={clients:>2} direct={direct:>9.1} tps broker={through:>9.1} tps ratio={:.2}", through / direct);
         }
     }
+}
+
+/// Waits (at most `within`) for a child to exit; its output.
+fn wait_output(mut child: std::process::Child, within: Duration) -> std::process::Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {within:?}: {:?}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// After a revoke the user is gone, no backend of it is left, and the session did not revoke a
+/// second time (one `DROP ROLE` in the server's statement log).
+fn assert_revoked_at_the_source(proxy: &Proxy, role: &str) {
+    assert_eq!(proxy.minted_roles(), "", "the revoked user is still there");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.minted_backends() != "0" {
+        assert!(Instant::now() < deadline, "a backend of the revoked user is left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let drops = proxy.pg.log().matches(&format!("DROP ROLE \"{role}\"")).count();
+    assert_eq!(drops, 1, "the role was dropped {drops} times:\n{}", proxy.broker.log());
+}
+
+fn issued_role(proxy: &Proxy) -> (String, String) {
+    let records = proxy.audit_records();
+    let issued: Vec<_> = records.iter().filter(|r| r["event"] == "issue").collect();
+    assert_eq!(issued.len(), 1, "{records:?}");
+    (issued[0]["lease_id"].as_str().unwrap().to_string(), issued[0]["details"]["role"].as_str().unwrap().to_string())
+}
+
+/// A database session's lease is a grant: `GET /v1/grants` lists it with its database and
+/// expiry; revoking it by id ends the agent's connection at once (FATAL 57P01 with the reason,
+/// not after the 30 s statement), drops the user and its backends, is audited once; a second
+/// revoke of the id is a 404.
+#[test]
+fn a_database_session_is_a_grant_and_revoking_it_ends_the_session() {
+    let proxy = Proxy::start();
+    let child = proxy.spawn_psql("SELECT pg_sleep(30)");
+    proxy.wait_active("SELECT pg_sleep(30)");
+    let (status, body) = proxy.api("GET", "/v1/grants", None);
+    assert_eq!(status, 200, "{body:#}");
+    let grants = body["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{body:#}");
+    let g = &grants[0];
+    let (lease_id, role) = issued_role(&proxy);
+    assert_eq!((g["id"].as_str(), g["kind"].as_str(), g["database"].as_str()), (Some(lease_id.as_str()), Some("database_session"), Some("shop")), "{g:#}");
+    assert_eq!((g["provider"].as_str(), g["agent_id"].as_str(), g["tenant"].as_str()), (Some("pg"), Some("agent-7"), Some("acme")), "{g:#}");
+    assert!(g["session_id"].as_str().unwrap().starts_with("pgs-"), "{g:#}");
+    assert_eq!(g["scope"]["permissions"][0]["action"], "postgres:CONNECT", "{g:#}");
+    let left = g["expires_in_seconds"].as_u64().unwrap();
+    assert!((500..=600).contains(&left), "{g:#}");
+    assert!(g["expires_at"].as_str().unwrap().ends_with('Z'), "{g:#}");
+
+    let started = Instant::now();
+    let (status, body) = proxy.api("POST", &format!("/v1/grants/{lease_id}/revoke"), None);
+    assert_eq!(status, 200, "{body:#}\n{}", proxy.broker.log());
+    assert_eq!(body["count"], 1, "{body:#}");
+    assert_eq!((body["revoked"][0]["kind"].as_str(), body["revoked"][0]["provider_revoked"].as_bool()), (Some("database_session"), Some(true)), "{body:#}");
+    let out = wait_output(child, Duration::from_secs(10));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the broker revoked the session's database credential"), "{stderr}\n{}", proxy.broker.log());
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_revoked_at_the_source(&proxy, &role);
+
+    let revokes: Vec<_> = proxy.audit_records().into_iter().filter(|r| r["event"] == "revoke").collect();
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!((revokes[0]["lease_id"].as_str(), revokes[0]["route"].as_str()), (Some(lease_id.as_str()), Some("database:shop")), "{revokes:?}");
+    assert_eq!(revokes[0]["details"]["session_id"], g["session_id"]);
+    let (_, body) = proxy.api("GET", "/v1/grants", None);
+    assert_eq!(body["grants"], serde_json::json!([]));
+    let (status, body) = proxy.api("POST", &format!("/v1/grants/{lease_id}/revoke"), None);
+    assert_eq!(status, 404, "{body:#}");
+}
+
+/// The emergency button by filter: a filter naming another agent leaves the session alone; one
+/// naming this agent ends it the same way.
+#[test]
+fn revoking_by_agent_ends_that_agents_database_sessions() {
+    let proxy = Proxy::start();
+    let child = proxy.spawn_psql("SELECT pg_sleep(30)");
+    proxy.wait_active("SELECT pg_sleep(30)");
+    let (status, body) = proxy.api("POST", "/v1/grants/revoke", Some(r#"{"agent_id": "agent-8"}"#));
+    assert_eq!((status, &body["count"]), (200, &serde_json::json!(0)), "{body:#}");
+    assert_eq!(proxy.minted_backends(), "1");
+
+    let (_, role) = issued_role(&proxy);
+    let started = Instant::now();
+    let (status, body) = proxy.api("POST", "/v1/grants/revoke", Some(r#"{"agent_id": "agent-7"}"#));
+    assert_eq!((status, &body["count"]), (200, &serde_json::json!(1)), "{body:#}");
+    let out = wait_output(child, Duration::from_secs(10));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("the broker revoked the session's database credential"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_revoked_at_the_source(&proxy, &role);
+    assert_eq!(proxy.audit_records().iter().filter(|r| r["event"] == "revoke").count(), 1);
+}
+
+/// A protocol 3.0 message: tag, length, body.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    [&[tag][..], &(body.len() as i32 + 4).to_be_bytes(), body].concat()
+}
+
+/// The server's messages up to and including `ReadyForQuery`.
+fn until_ready(s: &mut std::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap_or_else(|e| panic!("after {got:?}: {e}"));
+        let mut body = vec![0u8; i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4];
+        s.read_exact(&mut body).unwrap();
+        got.push((head[0], body));
+        if head[0] == b'Z' {
+            return got;
+        }
+    }
+}
+
+/// A fast-path `FunctionCall` (psql and tokio-postgres cannot send one: raw protocol bytes here)
+/// is denied in band with 42501 and audited; the session stays usable.
+#[test]
+fn fast_path_function_calls_are_denied_in_band() {
+    use std::io::Write;
+    let proxy = Proxy::start();
+    let mut s = std::net::TcpStream::connect(proxy.broker.addresses.databases["shop"]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut startup = 196_608i32.to_be_bytes().to_vec();
+    for kv in ["user", "agent", "database", DATABASE] {
+        startup.extend_from_slice(kv.as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    s.write_all(&[&(startup.len() as i32 + 4).to_be_bytes()[..], &startup].concat()).unwrap();
+    let login = until_ready(&mut s);
+    assert_eq!(login[0], (b'R', vec![0, 0, 0, 0]), "{login:?}");
+
+    // FunctionCall: now() (OID 1299), no argument format codes, no arguments, text result.
+    let mut call = 1299i32.to_be_bytes().to_vec();
+    call.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    s.write_all(&frame(b'F', &call)).unwrap();
+    let answer = until_ready(&mut s);
+    let tags: Vec<char> = answer.iter().map(|(t, _)| *t as char).collect();
+    assert_eq!(tags, ['E', 'Z'], "{answer:?}");
+    let error = String::from_utf8_lossy(&answer[0].1).into_owned();
+    assert!(error.contains("C42501\0"), "{error:?}");
+    assert!(error.contains("permission denied by credential-broker: fast-path function calls are not allowed through the broker"), "{error:?}");
+    assert_eq!(answer[1].1, b"I", "the session is idle, not in a failed transaction");
+
+    // Still usable.
+    s.write_all(&frame(b'Q', b"SELECT count(*) FROM orders\0")).unwrap();
+    let answer = until_ready(&mut s);
+    let row = answer.iter().find(|(t, _)| *t == b'D').unwrap_or_else(|| panic!("{answer:?}"));
+    assert!(row.1.ends_with(b"2"), "{answer:?}");
+    s.write_all(&frame(b'X', b"")).unwrap();
+
+    let denied: Vec<_> = proxy.audit_records().into_iter().filter(|r| r["event"] == "deny").collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["reason"], "fast-path function calls are not allowed through the broker");
+    assert!(!proxy.pg.log().contains("fastpath function call"), "the call reached the server:\n{}", proxy.pg.log());
+}
+
+/// `COPY` is a statement like any other: `COPY orders TO STDOUT` (allowed) streams its rows,
+/// `COPY customers FROM STDIN` (allowed) takes the agent's rows, `COPY orders FROM STDIN` and
+/// `COPY customers TO STDOUT` (no rule) are denied with 42501 before any data moves.
+#[test]
+fn copy_is_checked_by_policy_and_its_data_flows() {
+    let proxy = Proxy::start();
+    let rows_in = proxy.dir.path().join("customers.txt");
+    std::fs::write(&rows_in, "10\n11\n12\n").unwrap();
+    let bad_rows = proxy.dir.path().join("orders.txt");
+    std::fs::write(&bad_rows, "3\tsofa\n").unwrap();
+    let script = format!(
+        "\\copy orders to stdout\n\\copy customers from '{}'\n\\copy orders from '{}'\n\\copy customers to stdout\nSELECT count(*) FROM orders;\n",
+        rows_in.display(),
+        bad_rows.display()
+    );
+    let out = proxy.psql(&script);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(stdout.trim(), "1\tbook\n2\tlamp\nCOPY 3\n2", "stdout: {stdout}\nstderr: {stderr}\nbroker log:\n{}", proxy.broker.log());
+    assert_eq!(stderr.matches("permission denied by credential-broker: no rule allows this request").count(), 2, "{stderr}");
+    assert_eq!(proxy.pg.admin_sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM customers"), "10,11,12");
+    assert_eq!(proxy.pg.admin_sql("SELECT count(*) FROM orders"), "2");
+    let denied: Vec<_> = proxy.audit_records().into_iter().filter(|r| r["event"] == "deny").collect();
+    let actions: Vec<_> = denied.iter().map(|r| r["scope"]["permissions"][0]["action"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(actions, ["postgres:COPY_FROM", "postgres:COPY_TO"], "{denied:?}");
 }

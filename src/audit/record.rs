@@ -20,6 +20,8 @@ pub enum AuditEvent {
     Revoke,
     /// A long-lived secret was rotated through the broker API.
     Rotate,
+    /// A lease still in use (an open database session's) was extended by its provider.
+    Renew,
 }
 
 /// One record, before it is chained. Field order is the order on disk.

@@ -1,6 +1,7 @@
 //! The Postgres listener: agents connect on loopback with no password; each session gets a user
 //! minted just for it, and every statement is checked against policy before it reaches the server.
 
+pub mod registry;
 pub mod session;
 pub mod statements;
 pub mod upstream;

@@ -8,20 +8,23 @@
 //! extended-protocol error handling (skip to `Sync`) is the server's.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
+use super::registry::Registration;
 use super::wire::{self, read_message, read_startup, WireError};
 use super::{statements, upstream, CancelKeys, DatabaseListener};
 use crate::audit::record::rfc3339;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
 use crate::classify::{Permission, Scope};
+use crate::config::RetryConfig;
 use crate::providers::retry::with_retries;
-use crate::providers::{Credential, Identity, Lease, MintRequest, SharedProvider};
+use crate::providers::{Credential, CredentialProvider, Identity, Lease, MintRequest, SharedProvider};
 
 /// Startup parameters passed on to the server. Everything else is dropped: `options` could set
 /// `role` or `search_path`, `replication` would open a replication session.
@@ -32,18 +35,31 @@ const FORWARDED_PARAMETERS: &[&str] = &["application_name", "client_encoding", "
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, mut agent: S) {
     let session_id = format!("pgs-{}", uuid::Uuid::now_v7().simple());
     match start(&broker, &db, &keys, &mut agent, &session_id).await {
-        Ok(Some((upstream, lease, provider))) => {
+        Ok(Some((upstream, mut lease, provider))) => {
+            // Listed by `GET /v1/grants` while it lives; a revoke through the API ends it.
+            let registration = broker.sessions.register(&lease, &db.name, &session_id, &connect_scope(&db));
             let session = Session { broker: broker.clone(), db: db.clone(), identity: broker.identity.clone(), session_id: session_id.clone() };
             let mut key = None;
-            if let Err(e) = session.relay(agent, upstream, lease.expires_at, &keys, &mut key).await {
+            let stopped = registration.stopped();
+            let ending = async {
+                let renewed = |l: Lease| session.record_renewal(l, &registration, provider.as_ref());
+                tokio::select! {
+                    _ = stopped => End::Revoked,
+                    _ = lifetime(provider.as_ref(), &mut lease, &broker.config.credentials.retry, renewed) => End::Expired,
+                }
+            };
+            if let Err(e) = session.relay(agent, upstream, ending, &keys, &mut key).await {
                 tracing::debug!(session = %session_id, error = %e, "postgres session ended");
             }
             if let Some(key) = key {
                 keys.remove(&key);
             }
-            // The user was made for this session only.
-            if let Err(e) = provider.revoke(&lease).await {
-                tracing::warn!(session = %session_id, lease_id = %lease.id, error = %e, "dropping the session's postgres user failed");
+            // The user was made for this session only. Revoked through the API: that revoke
+            // took the registration's entry and revokes the lease, once.
+            if registration.release() {
+                if let Err(e) = provider.revoke(&lease).await {
+                    tracing::warn!(session = %session_id, lease_id = %lease.id, error = %e, "dropping the session's postgres user failed");
+                }
             }
         }
         Ok(None) => {}
@@ -109,11 +125,7 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
 /// A fresh user for this session: retried, alerted on failure, recorded before use.
 async fn mint(broker: &Arc<Broker>, db: &DatabaseListener, provider: &SharedProvider, session_id: &str) -> Result<Lease, String> {
     let identity = broker.identity.clone();
-    let scope = Scope {
-        service: "postgres".into(),
-        region: None,
-        permissions: vec![Permission { action: "postgres:CONNECT".into(), resource: format!("postgres://{}/{}", db.upstream_host, db.database) }],
-    };
+    let scope = connect_scope(db);
     let req = MintRequest {
         credential_scope: provider.credential_scope(&scope, "CONNECT"),
         identity: identity.clone(),
@@ -149,6 +161,60 @@ async fn mint(broker: &Arc<Broker>, db: &DatabaseListener, provider: &SharedProv
     Ok(lease)
 }
 
+/// What a session's user is minted for: `postgres:CONNECT` on the database.
+fn connect_scope(db: &DatabaseListener) -> Scope {
+    Scope {
+        service: "postgres".into(),
+        region: None,
+        permissions: vec![Permission { action: "postgres:CONNECT".into(), resource: format!("postgres://{}/{}", db.upstream_host, db.database) }],
+    }
+}
+
+/// Why the broker ends a session that neither side closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The lease ran out (not renewed, or no further).
+    Expired,
+    /// The lease was revoked through the broker API.
+    Revoked,
+}
+
+/// Resolves when `lease` expires. While the provider extends it, it is renewed ahead of expiry
+/// (when a third of the remaining lifetime is left, with the retry policy); `renewed` is given the
+/// lease with the provider's new expiry and says whether to adopt it (it could be recorded). The
+/// expiry is never set beyond what the provider returned; `Ok(None)`, a failure or no progress
+/// stops the renewals and the lease runs out.
+async fn lifetime<F, Fut>(provider: &dyn CredentialProvider, lease: &mut Lease, retry: &RetryConfig, mut renewed: F)
+where
+    F: FnMut(Lease) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    loop {
+        let remaining = lease.expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(remaining * 2 / 3).await;
+        let current: &Lease = lease;
+        let expiry = match with_retries(retry, |_| provider.renew(current)).await {
+            Ok(Some(expiry)) => expiry,
+            Ok(None) => break,
+            Err(failure) => {
+                tracing::warn!(lease_id = %lease.id, attempts = failure.attempts, error = %failure.last_error, "renewing a database session's lease failed; the session ends at its expiry");
+                break;
+            }
+        };
+        let progress = expiry > lease.expires_at;
+        let mut proposed = lease.clone();
+        proposed.expires_at = expiry;
+        if !renewed(proposed).await {
+            break;
+        }
+        lease.expires_at = expiry;
+        if !progress {
+            break;
+        }
+    }
+    tokio::time::sleep(lease.expires_at.duration_since(SystemTime::now()).unwrap_or_default()).await;
+}
+
 struct Session {
     broker: Arc<Broker>,
     db: Arc<DatabaseListener>,
@@ -160,13 +226,14 @@ struct Session {
 type Pending = Arc<Mutex<HashMap<String, String>>>;
 
 impl Session {
-    /// Relays until either side ends or the session's user expires; `key` gets the session's
-    /// `BackendKeyData`, registered in `keys` for cancel requests while the session lives.
+    /// Relays until either side ends or `ending` resolves (the session's user expired or was
+    /// revoked); `key` gets the session's `BackendKeyData`, registered in `keys` for cancel
+    /// requests while the session lives.
     async fn relay<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         agent: S,
         upstream: TcpStream,
-        expires_at: SystemTime,
+        ending: impl Future<Output = End>,
         keys: &CancelKeys,
         key: &mut Option<[u8; 8]>,
     ) -> Result<(), WireError> {
@@ -174,7 +241,7 @@ impl Session {
         let (agent_read, agent_write) = tokio::io::split(agent);
         let (upstream_read, upstream_write) = upstream.into_split();
         let mut agent_out = BufWriter::new(agent_write);
-        {
+        let end = {
             let to_upstream = async {
                 let mut agent_in = BufReader::new(agent_read);
                 let mut out = BufWriter::new(upstream_write);
@@ -184,10 +251,13 @@ impl Session {
                     let forward = match tag {
                         b'Q' => self.checked_query(&message, &pending).await?,
                         b'P' => self.checked_parse(&message, &pending).await?,
-                        // Fast-path function calls run any function by OID, beyond what SQL scope sees.
+                        // Fast-path function calls run any function by OID, beyond what SQL scope
+                        // sees: denied in band, like a denied statement (the server answers the
+                        // stand-in with an error and ReadyForQuery, as it would a `FunctionCall`).
                         b'F' => {
-                            self.audit_denied(None, "fast-path function calls are not allowed through the broker").await;
-                            return Err(WireError::Malformed("fast-path function call"));
+                            let reason = "fast-path function calls are not allowed through the broker";
+                            self.audit_denied(None, reason).await;
+                            wire::query(&deny_marker(&pending, reason.to_string()))
                         }
                         _ => message.raw,
                     };
@@ -218,18 +288,44 @@ impl Session {
                     }
                 }
             };
-            let lifetime = expires_at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::select! {
                 r = to_upstream => return r,
                 r = to_agent => return r,
-                _ = tokio::time::sleep(lifetime) => {}
+                end = ending => end,
             }
-        }
-        // The user expired and is about to be dropped; say why before the connection goes.
-        tracing::info!(session = %self.session_id, "postgres session ended: its user expired");
-        let _ = agent_out.write_all(&wire::error_response("FATAL", "57P01", "credential-broker: the session's database credential expired")).await;
+        };
+        // The user expired or was revoked and is about to be dropped; say why before the
+        // connection goes. A revoked session's running statement is cancelled, so the server's
+        // backend ends as the upstream connection closes (the provider's revoke ends it too).
+        let message = match end {
+            End::Expired => "credential-broker: the session's database credential expired",
+            End::Revoked => "credential-broker: the broker revoked the session's database credential",
+        };
+        tracing::info!(session = %self.session_id, ?end, "postgres session ended by the broker");
+        let _ = agent_out.write_all(&wire::error_response("FATAL", "57P01", message)).await;
         let _ = agent_out.flush().await;
+        if let (End::Revoked, Some(k)) = (end, *key) {
+            forward_cancel(&self.db, keys, &k).await;
+        }
         Ok(())
+    }
+
+    /// A renewal the provider granted: recorded (`renew`) before it counts, then shown by
+    /// `GET /v1/grants`. False when it cannot be recorded: the session keeps its old expiry.
+    async fn record_renewal(&self, lease: Lease, registration: &Registration, provider: &dyn CredentialProvider) -> bool {
+        let mut record = AuditRecord::new(AuditEvent::Renew, &self.session_id, &self.identity.agent_id, &self.identity.tenant);
+        record.route = Some(format!("database:{}", self.db.name));
+        record.provider = Some(provider.name().to_string());
+        record.lease_id = Some(lease.id.clone());
+        record.credential_scope = Some(lease.credential_scope.clone());
+        record.expiry = Some(rfc3339(lease.expires_at));
+        if let Err(e) = self.broker.audit(record).await {
+            tracing::error!(session = %self.session_id, lease_id = %lease.id, error = %e, "the lease renewal could not be audited; the session ends at its old expiry");
+            return false;
+        }
+        registration.set_expiry(lease.expires_at);
+        tracing::info!(session = %self.session_id, lease_id = %lease.id, expiry = %rfc3339(lease.expires_at), "postgres session's lease renewed");
+        true
     }
 
     async fn checked_query(&self, message: &wire::Message, pending: &Pending) -> Result<bytes::BytesMut, WireError> {
@@ -295,6 +391,9 @@ fn deny_marker(pending: &Pending, reason: String) -> String {
     pending.lock().unwrap_or_else(|e| e.into_inner()).insert(marker.clone(), reason);
     marker
 }
+
+#[cfg(test)]
+mod tests;
 
 /// The server's error for a stand-in statement becomes the broker's 42501 with the reason.
 fn replace_denial(message: wire::Message, pending: &Pending) -> bytes::BytesMut {
