@@ -6,6 +6,7 @@ pub mod broker;
 pub mod clients;
 pub mod jwt;
 pub mod moto;
+pub mod openbao;
 pub mod pki;
 pub mod postgres;
 pub mod token_endpoint;

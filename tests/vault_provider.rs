@@ -1,0 +1,481 @@
+//! The `vault` provider against a real OpenBao dev server (`bao server -dev`), a real PostgreSQL,
+//! the real broker binary and the real `psql`: Vault makes a database user per session (`v-…`),
+//! the broker never shows its password, Vault's revocation ends it, renew extends it up to the
+//! role's `max_ttl`, each login method works, a KV v2 field feeds an HTTP header route, and
+//! OpenBao down means 1 + 3 attempts, the alert, and no connection to Postgres.
+//!
+//! `kubernetes` login is not tested here: it needs a Kubernetes API server for the TokenReview.
+//! It is the `jwt` code path (`POST auth/<mount>/login {role, jwt}`), which is tested below.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use credential_broker::classify::Scope;
+use credential_broker::config::{RetryConfig, VaultAuth, VaultEngine, VaultSettings};
+use credential_broker::providers::retry::with_retries;
+use credential_broker::providers::vault::VaultProvider;
+use credential_broker::providers::{Credential, CredentialProvider, Identity, Lease, MintRequest};
+use support::broker::Broker;
+use support::jwt::TestIssuer;
+use support::openbao::{ec_jwk_to_pem, has_hex_run_of, OpenBao, PASSWORD_HEX_LEN};
+use support::postgres::{psql_command, Postgres, DATABASE};
+
+const POLICY: &str = r#"
+package credential_broker
+import rego.v1
+
+default decision := {"allow": false, "reason": "no rule allows this request"}
+
+decision := {"allow": true, "reason": "agents may read orders"} if {
+    input.scope.action == "postgres:SELECT"
+}
+
+decision := {"allow": false, "reason": "deleting orders needs a human"} if {
+    input.scope.action == "postgres:DELETE"
+}
+
+decision := {"allow": true, "reason": "agents may read the api"} if {
+    input.scope.action == "http:GET"
+}
+"#;
+
+const SUBJECT: &str = "system:serviceaccount:agents:credential-broker";
+
+/// PostgreSQL with an `orders` table, OpenBao with the database engine (role `readonly`) and the
+/// broker's policy, and a directory for files.
+struct Stack {
+    dir: tempfile::TempDir,
+    pg: Postgres,
+    bao: OpenBao,
+}
+
+impl Stack {
+    fn start(default_ttl: &str, max_ttl: &str) -> Stack {
+        let pg = Postgres::start();
+        pg.admin_sql("CREATE TABLE orders (id int primary key, item text); INSERT INTO orders VALUES (1, 'book'), (2, 'lamp')");
+        let bao = OpenBao::start();
+        bao.database_engine(&pg, "readonly", default_ttl, max_ttl);
+        bao.broker_policy();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
+        Stack { dir, pg, bao }
+    }
+
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn settings(&self, auth: VaultAuth, engine: VaultEngine) -> VaultSettings {
+        VaultSettings { address: url::Url::parse(&self.bao.address()).unwrap(), ca_file: None, namespace: None, timeout: Duration::from_secs(5), auth, engine }
+    }
+
+    fn token_auth(&self) -> VaultAuth {
+        VaultAuth::Token { token_file: self.file("vault-token", &self.bao.broker_token("1h")) }
+    }
+
+    fn database(&self, role: &str) -> VaultEngine {
+        VaultEngine::Database { mount: "database".into(), role: role.into() }
+    }
+
+    fn provider(&self, auth: VaultAuth) -> VaultProvider {
+        VaultProvider::new("vault", &self.settings(auth, self.database("readonly"))).unwrap()
+    }
+
+    /// Roles Vault made that still exist.
+    fn vault_users(&self) -> String {
+        self.pg.admin_sql("SELECT coalesce(string_agg(rolname, ',' ORDER BY rolname), '') FROM pg_roles WHERE rolname LIKE 'v-%'")
+    }
+
+    fn wait_until_no_vault_users(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.vault_users().is_empty() {
+            assert!(Instant::now() < deadline, "vault's users outlived their sessions: {}", self.vault_users());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn request(agent: &str) -> MintRequest {
+    MintRequest {
+        identity: Identity { agent_id: agent.into(), tenant: "acme".into(), labels: BTreeMap::new() },
+        scope: Scope { service: "postgres".into(), region: None, permissions: vec![] },
+        credential_scope: "vault:database/creds/readonly".into(),
+        ttl: Duration::from_secs(600),
+        request_id: "req-1".into(),
+    }
+}
+
+fn login(lease: &Lease) -> (String, String) {
+    match &lease.credential {
+        Credential::Password { username, password } => (username.clone(), password.expose().to_string()),
+        other => panic!("expected a password credential, got {other:?}"),
+    }
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The user reads orders directly (no broker) with the minted password.
+fn assert_logs_in(pg: &Postgres, lease: &Lease) -> String {
+    let (user, password) = login(lease);
+    let out = pg.psql_as(&user, &password, DATABASE, "SELECT current_user, count(*) FROM orders GROUP BY 1");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{user} could not log in: {stderr}");
+    assert_eq!(stdout.trim(), format!("{user}|2"));
+    user
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig { max_retries: 3, base_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_approle_and_jwt_logins_each_mint_a_working_database_user() {
+    let stack = Stack::start("5m", "1h");
+
+    // token
+    let provider = stack.provider(stack.token_auth());
+    let lease = provider.mint(&request("agent-7")).await.unwrap();
+    let user = assert_logs_in(&stack.pg, &lease);
+    assert!(user.starts_with("v-"), "{user}");
+    assert!(lease.id.starts_with("database/creds/readonly/"), "the lease id is Vault's: {}", lease.id);
+    assert_eq!(lease.details["vault_lease_id"], lease.id);
+    assert_eq!(lease.details["username"], user);
+    assert_eq!(lease.details["vault_role"], "readonly");
+    let left = lease.expires_at.duration_since(SystemTime::now()).unwrap();
+    assert!(left <= Duration::from_secs(300) && left > Duration::from_secs(280), "the role's default_ttl: {left:?}");
+    let other = provider.mint(&request("agent-8")).await.unwrap();
+    assert_ne!(login(&other).0, user, "each mint is a new user");
+
+    // approle
+    let (role_id, secret_id) = stack.bao.approle();
+    let approle =
+        |secret_id: &str, name: &str| VaultAuth::AppRole { mount: "approle".into(), role_id: role_id.clone(), secret_id_file: stack.file(name, secret_id) };
+    let provider = stack.provider(approle(&secret_id, "secret-id"));
+    let approle_lease = provider.mint(&request("agent-7")).await.unwrap();
+    let approle_user = assert_logs_in(&stack.pg, &approle_lease);
+    assert!(approle_user.starts_with("v-approle-"), "vault names the user after the login: {approle_user}");
+
+    // A bad secret id is a permanent error: one attempt, not four.
+    let bad = stack.provider(approle("00000000-0000-0000-0000-000000000000", "bad-secret-id"));
+    let mut attempts = 0;
+    let req = request("agent-7");
+    let failure = with_retries(&retry(), |_| {
+        attempts += 1;
+        bad.mint(&req)
+    })
+    .await
+    .unwrap_err();
+    assert_eq!((failure.attempts, attempts), (1, 1), "{failure}");
+    assert!(!failure.last_error.retryable);
+    assert!(failure.last_error.message.contains("approle login at auth/approle: vault answered 400"), "{}", failure.last_error.message);
+    assert!(!failure.last_error.message.contains(&secret_id), "{}", failure.last_error.message);
+
+    // jwt: a token signed by a key OpenBao trusts (a projected service-account token in a pod)
+    let issuer = TestIssuer::new("vault");
+    let pem = ec_jwk_to_pem(&issuer.jwks()["keys"][0]);
+    stack.bao.jwt_auth(&pem, support::jwt::ISSUER, support::jwt::AUDIENCE, SUBJECT);
+    let jwt_file = stack.file("sa-token", &issuer.sign("ES256", &TestIssuer::claims(SUBJECT)));
+    let provider = stack.provider(VaultAuth::Jwt { mount: "jwt".into(), role: "broker".into(), jwt_file: jwt_file.clone() });
+    let jwt_lease = provider.mint(&request("agent-7")).await.unwrap();
+    assert_logs_in(&stack.pg, &jwt_lease);
+    // A token for another subject is refused by the role: permanent, with the role in the message.
+    std::fs::write(&jwt_file, issuer.sign("ES256", &TestIssuer::claims("system:serviceaccount:other:intruder"))).unwrap();
+    let refused = stack.provider(VaultAuth::Jwt { mount: "jwt".into(), role: "broker".into(), jwt_file }).mint(&request("agent-7")).await.unwrap_err();
+    assert!(!refused.retryable && refused.message.contains("jwt login at auth/jwt as role broker"), "{refused:?}");
+    assert!(!refused.message.contains("eyJ"), "{}", refused.message);
+
+    for lease in [&lease, &other, &approle_lease, &jwt_lease] {
+        for part in lease.credential.secret_parts() {
+            assert!(!format!("{lease:?}").contains(part.expose()), "Debug shows the password");
+        }
+    }
+}
+
+/// Vault revoked the broker's token (or it expired early): the 403 makes the provider log in
+/// again, re-reading the token file, and the mint succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_403_logs_in_again_with_a_fresh_token_file() {
+    let stack = Stack::start("5m", "1h");
+    let first = stack.bao.broker_token("1h");
+    let token_file = stack.file("vault-token", &first);
+    let provider = stack.provider(VaultAuth::Token { token_file: token_file.clone() });
+    provider.mint(&request("agent-7")).await.unwrap();
+    stack.bao.bao(&["token", "revoke", &first]);
+    std::fs::write(&token_file, stack.bao.broker_token("1h")).unwrap();
+    let lease = provider.mint(&request("agent-7")).await.unwrap();
+    assert_logs_in(&stack.pg, &lease);
+    // The cached token is revoked and the file now holds a token without the broker's policy:
+    // 403, a fresh login, 403 again — a denial, permanent.
+    stack.bao.bao(&["token", "revoke", std::fs::read_to_string(&token_file).unwrap().trim()]);
+    std::fs::write(&token_file, stack.bao.bao(&["token", "create", "-policy=default", "-field=token"])).unwrap();
+    let denied = provider.mint(&request("agent-7")).await.unwrap_err();
+    assert!(!denied.retryable && denied.message.contains("vault answered 403"), "{denied:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_ends_the_users_sessions_and_it_can_no_longer_log_in() {
+    let stack = Stack::start("5m", "1h");
+    let provider = stack.provider(stack.token_auth());
+    let lease = provider.mint(&request("agent-7")).await.unwrap();
+    let (user, password) = login(&lease);
+
+    let mut session = psql_command();
+    session
+        .args(["-h", "127.0.0.1", "-p", &stack.pg.port().to_string(), "-U", &user, "-d", DATABASE, "-c", "SELECT pg_sleep(60)"])
+        .env("PGPASSWORD", &password);
+    let session = session.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stack.pg.admin_sql(&format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'")) != "1" {
+        assert!(Instant::now() < deadline, "the user's session never showed up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    provider.revoke(&lease).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || session.wait_with_output()).await.unwrap().unwrap();
+    assert!(!out.status.success(), "the open session survived the revoke");
+    assert_eq!(stack.pg.admin_sql(&format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'")), "0");
+    assert_eq!(stack.pg.admin_sql(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")), "0", "the user was not dropped");
+    let out = stack.pg.psql_as(&user, &password, DATABASE, "SELECT 1");
+    assert!(!out.status.success(), "the revoked user still logs in");
+    // Vault knows the lease is gone: renewing it fails, permanently.
+    let renew = provider.renew(&lease).await.unwrap_err();
+    assert!(!renew.retryable, "{renew:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_extends_the_lease_until_the_roles_max_ttl() {
+    let stack = Stack::start("6s", "14s");
+    let provider = stack.provider(stack.token_auth());
+    let started = SystemTime::now();
+    let lease = provider.mint(&request("agent-7")).await.unwrap();
+    assert_logs_in(&stack.pg, &lease);
+    let first = lease.expires_at;
+    assert!(first <= started + Duration::from_secs(7), "{first:?}");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let renewed = provider.renew(&lease).await.unwrap().expect("a vault database lease is renewable");
+    assert!(renewed > first + Duration::from_secs(2), "renew did not extend the lease: {first:?} → {renewed:?}");
+    // Past the old expiry, the user still logs in: Vault moved VALID UNTIL too.
+    tokio::time::sleep(first.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_secs(1)).await;
+    assert_logs_in(&stack.pg, &lease);
+    let later = provider.renew(&lease).await.unwrap().unwrap();
+    assert!(later > renewed, "{renewed:?} → {later:?}");
+
+    // Within one increment (6 s) of max_ttl (14 s), Vault stops extending: the expiry it returns
+    // is max_ttl, less than the increment away, and stays there.
+    tokio::time::sleep((started + Duration::from_secs(10)).duration_since(SystemTime::now()).unwrap_or_default()).await;
+    let max = started + Duration::from_secs(14);
+    for _ in 0..2 {
+        let capped = provider.renew(&lease).await.unwrap().unwrap();
+        let now = SystemTime::now();
+        assert!(capped <= max + Duration::from_millis(1500), "renewed beyond max_ttl: {:?} after start", capped.duration_since(started).unwrap());
+        assert!(capped.duration_since(now).unwrap_or_default() < Duration::from_secs(5), "renewed by a full increment near max_ttl");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    provider.revoke(&lease).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kv_field_is_a_token_and_a_missing_one_is_a_permanent_error() {
+    let stack = Stack::start("5m", "1h");
+    stack.bao.kv_put("agents/api", "token", "kv-secret-value-0123456789");
+    let kv = |field: &str| VaultEngine::Kv { mount: "secret".into(), path: "agents/api".into(), field: field.into(), ttl: Duration::from_secs(120) };
+    let provider = VaultProvider::new("kv", &stack.settings(stack.token_auth(), kv("token"))).unwrap();
+    let lease = provider.mint(&request("agent-7")).await.unwrap();
+    match &lease.credential {
+        Credential::Token(t) => assert_eq!(t.expose(), "kv-secret-value-0123456789"),
+        other => panic!("{other:?}"),
+    }
+    let left = lease.expires_at.duration_since(SystemTime::now()).unwrap();
+    assert!(left <= Duration::from_secs(120) && left > Duration::from_secs(100), "{left:?}");
+    assert_eq!(provider.renew(&lease).await.unwrap(), None, "a static secret is not renewed");
+    let missing = VaultProvider::new("kv", &stack.settings(stack.token_auth(), kv("nope"))).unwrap().mint(&request("a")).await.unwrap_err();
+    assert!(!missing.retryable && missing.message.contains("no field \"nope\""), "{missing:?}");
+    // Outside the broker's policy (secret/data/agents/*): 403, a denial.
+    stack.bao.kv_put("admin/root", "token", "x");
+    let engine = VaultEngine::Kv { mount: "secret".into(), path: "admin/root".into(), field: "token".into(), ttl: Duration::from_secs(60) };
+    let denied = VaultProvider::new("kv", &stack.settings(stack.token_auth(), engine)).unwrap().mint(&request("a")).await.unwrap_err();
+    assert!(!denied.retryable && denied.message.contains("403"), "{denied:?}");
+}
+
+// ---- the real broker binary ----
+
+fn broker_yaml(dir: &Path, bao_address: &str, pg: &Postgres, extra: &str) -> String {
+    format!(
+        r#"
+identity: {{agent_id: agent-7, tenant: acme}}
+listeners: {{proxy: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+tls: {{ca_cert_path: {dir}/broker-ca.crt}}
+providers:
+  vault:
+    type: vault
+    address: "{bao_address}"
+    timeout_seconds: 2
+    auth: {{token: {{token_file: {dir}/vault-token}}}}
+    database: {{mount: database, role: readonly}}
+databases:
+  - name: shop
+    listen: "127.0.0.1:0"
+    upstream: "127.0.0.1:{port}"
+    database: {DATABASE}
+    provider: vault
+policy: {{file: {dir}/policy.rego}}
+credentials:
+  retry: {{max_retries: 3, base_delay_ms: 20, max_delay_ms: 100}}
+audit: {{path: {dir}/audit.jsonl}}
+logging: {{format: json}}
+{extra}
+"#,
+        dir = dir.display(),
+        port = pg.port(),
+    )
+}
+
+fn psql_via(broker: &Broker, dir: &Path, script: &str) -> std::process::Output {
+    let addr = broker.addresses.databases["shop"];
+    let file = dir.join(format!("script-{}.sql", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, script).unwrap();
+    let mut cmd = psql_command();
+    cmd.args(["-v", "ON_ERROR_STOP=0", "-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-f"]).arg(&file);
+    cmd.output().expect("running psql")
+}
+
+fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn psql_through_the_broker_runs_as_a_vault_made_user_per_session() {
+    let stack = Stack::start("5m", "1h");
+    let token = stack.bao.broker_token("1h");
+    stack.file("vault-token", &token);
+    let broker = Broker::start(stack.dir.path(), &broker_yaml(stack.dir.path(), &stack.bao.address(), &stack.pg, ""), &[]);
+
+    let out = psql_via(&broker, stack.dir.path(), "\\set VERBOSITY verbose\nSELECT current_user;\nDELETE FROM orders;\nSELECT item FROM orders ORDER BY id;\n");
+    let (stdout, stderr) = text(&out);
+    let mut lines = stdout.lines();
+    let first_user = lines.next().unwrap_or_default().to_string();
+    assert!(first_user.starts_with("v-"), "not a vault-made user: {stdout}\n{stderr}\nbroker log:\n{}", broker.log());
+    assert_eq!(lines.collect::<Vec<_>>(), ["book", "lamp"], "{stderr}");
+    assert!(stderr.contains("ERROR:  42501: permission denied by credential-broker: deleting orders needs a human"), "{stderr}");
+    assert_eq!(stack.pg.admin_sql("SELECT count(*) FROM orders"), "2");
+
+    let out = psql_via(&broker, stack.dir.path(), "SELECT current_user;\n");
+    let second_user = text(&out).0.trim().to_string();
+    assert!(second_user.starts_with("v-") && second_user != first_user, "{first_user} then {second_user}");
+
+    // Each session's issuance is audited with Vault's lease id; the sessions' users are revoked at Vault when they end.
+    let records = audit_records(stack.dir.path());
+    let issued: Vec<_> = records.iter().filter(|r| r["event"] == "issue").collect();
+    assert_eq!(issued.len(), 2, "{records:?}");
+    for (record, user) in issued.iter().zip([&first_user, &second_user]) {
+        assert_eq!(record["provider"], "vault");
+        assert!(record["lease_id"].as_str().unwrap().starts_with("database/creds/readonly/"), "{record}");
+        assert_eq!(record["details"]["username"], user.as_str());
+        assert_eq!(record["credential_scope"], "vault:database/creds/readonly");
+    }
+    stack.wait_until_no_vault_users(Duration::from_secs(15));
+
+    // No minted password (48 hex digits) and not the broker's Vault token, anywhere the broker writes.
+    let audit = std::fs::read_to_string(stack.dir.path().join("audit.jsonl")).unwrap();
+    for (name, text) in [("broker log", broker.log()), ("audit", audit)] {
+        assert!(!has_hex_run_of(&text, PASSWORD_HEX_LEN), "a password-like value in the {name}:\n{text}");
+        assert!(!text.contains(&token), "the broker's vault token is in the {name}");
+    }
+    assert!(!has_hex_run_of(&stack.pg.log(), PASSWORD_HEX_LEN), "a password in the server's statement log:\n{}", stack.pg.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openbao_down_means_four_attempts_an_alert_and_no_connection_to_postgres() {
+    let mut stack = Stack::start("5m", "1h");
+    stack.file("vault-token", &stack.bao.broker_token("1h"));
+    let alerts = support::alert_receiver::AlertReceiver::start().await;
+    let address = stack.bao.address();
+    stack.bao.stop();
+    let extra = format!("alerts: {{webhook_url: \"{}\"}}", alerts.url());
+    let yaml = broker_yaml(stack.dir.path(), &address, &stack.pg, &extra);
+    let dir = stack.dir.path().to_path_buf();
+    let broker = tokio::task::spawn_blocking(move || Broker::start(&dir, &yaml, &[])).await.unwrap();
+
+    let dir = stack.dir.path().to_path_buf();
+    let started = Instant::now();
+    let (out, broker) = tokio::task::spawn_blocking(move || (psql_via(&broker, &dir, "SELECT 1;\n"), broker)).await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stdout.trim().is_empty(), "{stdout}");
+    assert!(stderr.contains("credential-broker: no database credential after 4 attempts"), "{stderr}\nbroker log:\n{}", broker.log());
+    assert!(stderr.contains("reading database/creds/readonly") || stderr.contains("127.0.0.1"), "the error says what failed: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    let retried = broker.log().matches("credential mint attempt failed; retrying").count();
+    assert_eq!(retried, 3, "1 attempt + 3 retries:\n{}", broker.log());
+
+    let received = tokio::task::spawn_blocking(move || alerts.wait_for(1, Duration::from_secs(10))).await.unwrap();
+    assert!(!received.is_empty(), "no alert reached the receiver:\n{}", broker.log());
+    assert_eq!(received[0]["labels"]["alertname"], "Credential Minting Failure", "{received:?}");
+    assert_eq!(received[0]["labels"]["provider"], "vault", "{received:?}");
+
+    let server_log = stack.pg.log();
+    assert!(!server_log.contains("user=v-") && !server_log.contains("user=agent"), "a session reached postgres without a credential:\n{server_log}");
+    assert_eq!(stack.pg.admin_sql("SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'v-%'"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_route_injects_a_kv_secret_upstream() {
+    const HOST: &str = "api.vault-kv.test";
+    const PLACEHOLDER: &str = "credential-broker-placeholder";
+    const SECRET: &str = "kv-api-token-0123456789abcdefghij";
+    let stack = Stack::start("5m", "1h");
+    stack.bao.kv_put("agents/api", "token", SECRET);
+    let token = stack.bao.broker_token("1h");
+    stack.file("vault-token", &token);
+    let ca = support::pki::TestCa::new(stack.dir.path());
+    let upstream = support::upstream::HttpsUpstream::start(&ca, &[HOST]).await;
+    let yaml = format!(
+        r#"
+identity: {{agent_id: agent-7, tenant: acme}}
+listeners: {{proxy: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+tls: {{ca_cert_path: {dir}/broker-ca.crt, upstream_ca_file: {upstream_ca}}}
+routes:
+  - name: api
+    hosts: ["{HOST}"]
+    connect_to: "{upstream}"
+    endpoint: {{listen: "127.0.0.1:0", upstream: "https://{HOST}"}}
+    provider: kv
+    inject: {{header: {{name: Authorization, format: "Bearer {{secret}}", placeholder: {PLACEHOLDER}}}}}
+providers:
+  kv:
+    type: vault
+    address: "{address}"
+    auth: {{token: {{token_file: {dir}/vault-token}}}}
+    kv: {{mount: secret, path: agents/api, field: token, ttl_seconds: 120}}
+policy: {{file: {dir}/policy.rego}}
+audit: {{path: {dir}/audit.jsonl}}
+logging: {{format: json}}
+"#,
+        dir = stack.dir.path().display(),
+        upstream_ca = ca.cert_path.display(),
+        upstream = upstream.addr,
+        address = stack.bao.address(),
+    );
+    let dir = stack.dir.path().to_path_buf();
+    let broker = tokio::task::spawn_blocking(move || Broker::start(&dir, &yaml, &[])).await.unwrap();
+    let url = format!("{}/repos/acme/widgets", broker.endpoint_url("api"));
+    let auth = format!("Authorization: Bearer {PLACEHOLDER}");
+    let out = tokio::task::spawn_blocking(move || support::clients::curl(&["--write-out", "\n%{http_code}", "-H", &auth, &url])).await.unwrap();
+    let (status, body) = support::clients::split_status(&out);
+    assert_eq!(status, 200, "{body}\nbroker log:\n{}", broker.log());
+    let received = upstream.requests();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].authorization.as_deref(), Some(format!("Bearer {SECRET}").as_str()));
+    let audit = std::fs::read_to_string(stack.dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("vault:secret/data/agents/api#token"), "{audit}");
+    for (name, text) in [("broker log", broker.log()), ("audit", audit)] {
+        assert!(!text.contains(SECRET) && !text.contains(&token), "a secret in the {name}:\n{text}");
+    }
+}
