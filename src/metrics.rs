@@ -60,6 +60,7 @@ pub struct Metrics {
     pub mint_duration: HistogramFamily<ProviderLabel>,
     pub cache_lookups: Family<ResultLabel, Counter>,
     pub active_leases: Gauge,
+    pub database_sessions: Gauge,
     pub mint_retries: Family<ProviderLabel, Counter>,
     pub minting_failures: Family<ProviderLabel, Counter>,
     pub audit_write_duration: Histogram,
@@ -88,6 +89,8 @@ impl Metrics {
         registry.register("cache_lookups", "Lease cache lookups, by result (hit or miss)", cache_lookups.clone());
         let active_leases = Gauge::default();
         registry.register("active_leases", "Leases currently held in the cache", active_leases.clone());
+        let database_sessions = Gauge::default();
+        registry.register("database_sessions", "Open database sessions, each holding its own lease", database_sessions.clone());
         let mint_retries = Family::<ProviderLabel, Counter>::default();
         registry.register("mint_retries", "Mint attempts retried after a retryable provider error, by provider", mint_retries.clone());
         let minting_failures = Family::<ProviderLabel, Counter>::default();
@@ -109,6 +112,7 @@ impl Metrics {
             mint_duration,
             cache_lookups,
             active_leases,
+            database_sessions,
             mint_retries,
             minting_failures,
             audit_write_duration,

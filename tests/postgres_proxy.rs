@@ -454,6 +454,9 @@ fn a_database_session_is_a_grant_and_revoking_it_ends_the_session() {
     assert!((500..=600).contains(&left), "{g:#}");
     assert!(g["expires_at"].as_str().unwrap().ends_with('Z'), "{g:#}");
 
+    let metrics = String::from_utf8_lossy(&support::clients::curl(&["--noproxy", "*", &format!("{}/metrics", proxy.broker.admin_url())]).stdout).into_owned();
+    assert!(metrics.lines().any(|l| l == "credential_broker_database_sessions 1"), "{metrics}");
+
     let started = Instant::now();
     let (status, body) = proxy.api("POST", &format!("/v1/grants/{lease_id}/revoke"), None);
     assert_eq!(status, 200, "{body:#}\n{}", proxy.broker.log());

@@ -149,6 +149,7 @@ async fn route(
 
 fn metrics(broker: &Broker) -> Response<Body> {
     broker.metrics.active_leases.set(broker.cache.leases().len() as i64);
+    broker.metrics.database_sessions.set(broker.sessions.len() as i64);
     let mut resp = Response::new(full(broker.metrics.encode()));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     resp
