@@ -479,3 +479,106 @@ logging: {{format: json}}
         assert!(!text.contains(SECRET) && !text.contains(&token), "a secret in the {name}:\n{text}");
     }
 }
+
+const ADMIN_TOKEN: &str = "admin-token-5b1f0c9e7a2d4836";
+
+/// The broker API with curl: (status, JSON answer).
+fn api(broker: &Broker, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", broker.admin_url());
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let out = support::clients::curl(&["--noproxy", "*", "-X", method, "--write-out", "\n%{http_code}", "-H", &auth, &url]);
+    let (status, text) = support::clients::split_status(&out);
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+}
+
+fn spawn_psql(broker: &Broker, sql: &str) -> std::process::Child {
+    let addr = broker.addresses.databases["shop"];
+    let mut cmd = psql_command();
+    cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", sql]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+}
+
+fn wait_active(stack: &Stack, broker: &Broker, sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stack.pg.admin_sql(&format!("SELECT count(*) FROM pg_stat_activity WHERE query = '{sql}' AND state = 'active'")) != "1" {
+        assert!(Instant::now() < deadline, "{sql} never started:\n{}", broker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_output(mut child: std::process::Child, within: Duration) -> std::process::Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {within:?}: {:?}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn start_broker_with_api(stack: &Stack) -> Broker {
+    stack.file("vault-token", &stack.bao.broker_token("1h"));
+    stack.file("admin-token", ADMIN_TOKEN);
+    let extra = format!("admin: {{token_file: {}/admin-token}}", stack.dir.path().display());
+    Broker::start(stack.dir.path(), &broker_yaml(stack.dir.path(), &stack.bao.address(), &stack.pg, &extra), &[])
+}
+
+/// A session's Vault lease is a grant: `GET /v1/grants` lists it under Vault's lease id, and
+/// `POST /v1/grants/{id}/revoke` ends the session and revokes the lease at Vault, whose
+/// revocation statements end the user's backends and drop it.
+#[test]
+fn revoking_the_grant_through_the_broker_api_ends_the_session_and_the_vault_lease() {
+    let stack = Stack::start("5m", "1h");
+    let broker = start_broker_with_api(&stack);
+    let child = spawn_psql(&broker, "SELECT pg_sleep(30)");
+    wait_active(&stack, &broker, "SELECT pg_sleep(30)");
+    let user = stack.vault_users();
+    assert!(user.starts_with("v-") && !user.contains(','), "{user}");
+
+    let (status, body) = api(&broker, "GET", "/v1/grants");
+    assert_eq!(status, 200, "{body:#}");
+    let grants = body["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{body:#}");
+    let lease_id = grants[0]["id"].as_str().unwrap().to_string();
+    assert!(lease_id.starts_with("database/creds/readonly/"), "{body:#}");
+    assert_eq!((grants[0]["kind"].as_str(), grants[0]["provider"].as_str()), (Some("database_session"), Some("vault")), "{body:#}");
+    stack.bao.bao(&["lease", "lookup", &lease_id]);
+
+    // Vault's lease id has slashes: percent-encoded in the path, as `grants revoke` does it.
+    let encoded: String = url::form_urlencoded::byte_serialize(lease_id.as_bytes()).collect();
+    let (status, body) = api(&broker, "POST", &format!("/v1/grants/{encoded}/revoke"));
+    assert_eq!(status, 200, "{body:#}\n{}", broker.log());
+    assert_eq!(body["revoked"][0]["provider_revoked"], true, "{body:#}");
+    let out = wait_output(child, Duration::from_secs(10));
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("the broker revoked the session's database credential"), "{:?}", text(&out));
+    assert_eq!(stack.vault_users(), "", "vault's revocation statements did not drop the user");
+    assert_eq!(stack.pg.admin_sql(&format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'")), "0");
+    let lookup = stack.bao.try_bao(&["lease", "lookup", &lease_id], "");
+    assert!(!lookup.status.success(), "the lease is still known to OpenBao: {}", String::from_utf8_lossy(&lookup.stdout));
+    let revokes: Vec<_> = audit_records(stack.dir.path()).into_iter().filter(|r| r["event"] == "revoke").collect();
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!(revokes[0]["lease_id"], lease_id.as_str());
+}
+
+/// A session outlives the role's default_ttl (6 s) because the broker renews the Vault lease,
+/// and ends at max_ttl (16 s), where Vault stops extending it.
+#[test]
+fn a_session_is_renewed_at_vault_until_max_ttl_then_ends() {
+    let stack = Stack::start("6s", "16s");
+    let broker = start_broker_with_api(&stack);
+    let started = Instant::now();
+    let child = spawn_psql(&broker, "SELECT pg_sleep(60)");
+    let out = wait_output(child, Duration::from_secs(40));
+    let elapsed = started.elapsed();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the session's database credential expired"), "{stderr}\n{}", broker.log());
+    assert!(elapsed > Duration::from_secs(12) && elapsed < Duration::from_secs(25), "ended after {elapsed:?}, not at max_ttl\n{}", broker.log());
+    let renewals = audit_records(stack.dir.path()).into_iter().filter(|r| r["event"] == "renew").count();
+    assert!(renewals >= 2, "{renewals} renewals\n{}", broker.log());
+    stack.wait_until_no_vault_users(Duration::from_secs(10));
+}
