@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use credential_broker::classify::Scope;
-use credential_broker::config::{Config, ConfigProblem, ProviderConfig};
+use credential_broker::config::{Config, ConfigProblem, PostgresTls, ProviderConfig};
 use credential_broker::providers::postgres_native::{PostgresNativeProvider, PostgresNativeSettings};
 use credential_broker::providers::{Credential, CredentialProvider, Identity, Lease, MintRequest, Secret};
 use support::postgres::{Postgres, DATABASE, SUPERUSER};
@@ -21,6 +21,7 @@ fn settings(pg: &Postgres, ttl: Duration) -> PostgresNativeSettings {
     PostgresNativeSettings {
         host: "127.0.0.1".into(),
         port: pg.port(),
+        tls: PostgresTls::disabled(),
         database: DATABASE.into(),
         admin_user: SUPERUSER.into(),
         admin_password: Secret::new(pg.password.clone()),
@@ -184,6 +185,7 @@ providers:
     database: shop
     admin_user: broker_admin
     admin_password_file: PASSWORD_FILE
+    sslmode: disable
     grants: ["SELECT ON public.orders"]
     ttl_seconds: 600
 policy: {file: Cargo.toml}

@@ -141,6 +141,7 @@ providers:
     database: {DATABASE}
     admin_user: {SUPERUSER}
     admin_password_file: {dir}/admin-password
+    sslmode: disable
     grants: ["SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"]
     ttl_seconds: 600
 databases:
@@ -149,6 +150,7 @@ databases:
     upstream: "127.0.0.1:{port}"
     database: {DATABASE}
     provider: pg
+    sslmode: disable
 policy: {{file: {dir}/policy.rego}}
 credentials:
   retry: {{max_retries: 3, base_delay_ms: 20, max_delay_ms: 100}}

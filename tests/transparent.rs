@@ -487,6 +487,7 @@ providers:
     database: {DATABASE}
     admin_user: {SUPERUSER}
     admin_password_file: {dir}/admin-password
+    sslmode: disable
     grants: ["SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"]
     ttl_seconds: 600
 databases:
@@ -495,6 +496,7 @@ databases:
     upstream: "{upstream}"
     database: {DATABASE}
     provider: pg
+    sslmode: disable
 policy: {{file: {dir}/policy.rego}}
 audit: {{path: {dir}/audit.jsonl}}
 logging: {{format: json}}

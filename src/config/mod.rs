@@ -51,6 +51,59 @@ pub struct DatabaseConfig {
     pub upstream_host: String,
     pub database: String,
     pub provider: String,
+    /// TLS to `upstream` (`sslmode`, `sslrootcert`).
+    pub tls: PostgresTls,
+}
+
+/// How the broker protects a connection to a Postgres server, with libpq's `sslmode` meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Cleartext TCP: only for a server on loopback or in the pod.
+    Disable,
+    /// TLS, but the server's certificate is not checked: protects against eavesdropping, not
+    /// against an active man in the middle.
+    Require,
+    /// TLS with the certificate chain checked against the CA and the host name (or IP address)
+    /// checked against the certificate. The default.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const NAMES: &'static str = "disable, require, verify-full";
+
+    pub fn parse(v: &str) -> Option<SslMode> {
+        match v {
+            "disable" => Some(SslMode::Disable),
+            "require" => Some(SslMode::Require),
+            "verify-full" => Some(SslMode::VerifyFull),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl std::fmt::Display for SslMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// TLS settings for one Postgres server; built by [`crate::postgres::tls`].
+#[derive(Debug, Clone)]
+pub struct PostgresTls {
+    pub sslmode: SslMode,
+    /// The CA bundle that verifies the server (`verify-full` only); None: the roots the broker
+    /// uses for HTTPS upstreams (web PKI plus `tls.upstream_ca_file`).
+    pub sslrootcert: Option<PathBuf>,
+    /// The rustls client settings; None for `disable`.
+    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,12 +212,14 @@ pub enum ProviderConfig {
     Vault(VaultSettings),
 }
 
-/// A `postgres_native` provider: the admin connection (plaintext, so loopback only) and what
-/// each minted role may do.
+/// A `postgres_native` provider: the admin connection (TLS per `sslmode`; cleartext only to a
+/// loopback host) and what each minted role may do.
 #[derive(Debug, Clone)]
 pub struct PostgresNativeConfig {
     pub host: String,
     pub port: u16,
+    /// TLS for the admin connection.
+    pub tls: PostgresTls,
     pub database: String,
     pub admin_user: String,
     pub admin_password_file: PathBuf,

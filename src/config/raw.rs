@@ -52,6 +52,10 @@ pub struct RawDatabase {
     pub upstream: String,
     pub database: String,
     pub provider: String,
+    /// `disable`, `require` or `verify-full` (default): TLS to `upstream`, as libpq's `sslmode`.
+    pub sslmode: Option<String>,
+    /// A PEM CA bundle for `verify-full`; default: the roots used for HTTPS upstreams.
+    pub sslrootcert: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -238,6 +242,9 @@ pub struct RawPostgresNative {
     pub database: String,
     pub admin_user: String,
     pub admin_password_file: String,
+    /// TLS for the admin connection, as on `databases[]`.
+    pub sslmode: Option<String>,
+    pub sslrootcert: Option<String>,
     #[serde(default)]
     pub grants: Vec<String>,
     #[serde(default)]

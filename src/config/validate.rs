@@ -11,6 +11,7 @@ use super::*;
 mod azure;
 mod databases;
 mod postgres_native;
+mod postgres_tls;
 mod vault;
 
 /// A host name pattern: `api.example.com` or `*.example.com` (any subdomain, not the apex).
@@ -145,7 +146,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
 
     let passthrough_hosts = host_patterns(&mut p, "passthrough_hosts", &raw.passthrough_hosts);
 
-    let providers = validate_providers(&mut p, raw.providers, mode, base);
+    let mut providers = validate_providers(&mut p, raw.providers, mode, base);
+    postgres_tls::connect_providers(&mut p, &mut providers, tls.upstream_ca_file.as_deref());
     let routes = validate_routes(&mut p, raw.routes, &providers);
 
     let policy = match raw.policy {
@@ -227,7 +229,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         level: raw.logging.level.unwrap_or_else(|| "info".into()),
     };
 
-    let databases = databases::validate(&mut p, raw.databases, &providers, &identity.mode);
+    let databases = databases::validate(&mut p, raw.databases, &providers, &identity.mode, base, tls.upstream_ca_file.as_deref());
 
     if p.0.is_empty() {
         Ok(Config {

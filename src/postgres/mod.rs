@@ -4,6 +4,7 @@
 pub mod registry;
 pub mod session;
 pub mod statements;
+pub mod tls;
 pub mod upstream;
 pub mod wire;
 
@@ -19,6 +20,13 @@ use crate::broker::Broker;
 /// Accept agent connections on `listener` for `db` until the task is dropped. `keys` are shared
 /// with the transparent listener's sessions for the same database, so a cancel works either way.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, connections: Arc<Semaphore>) {
+    if db.tls.sslmode == crate::config::SslMode::Disable && !tls::is_loopback_host(&db.upstream_host) {
+        tracing::warn!(
+            database = %db.name,
+            upstream = %db.upstream,
+            "sslmode is disable for a database that is not on loopback: its sessions, and the password of each minted user, cross the network in cleartext"
+        );
+    }
     crate::listener::accept_loop(listener, connections, "postgres", move |stream, _| session::serve(broker.clone(), db.clone(), keys.clone(), stream)).await
 }
 

@@ -4,7 +4,8 @@
 //! sessions and drops it.
 //!
 //! The password goes to the server only as a SCRAM-SHA-256 verifier, so even a server that logs
-//! every statement never records it.
+//! every statement never records it. The admin connection uses TLS as `sslmode` says (default
+//! `verify-full`), through rustls like every other upstream connection of the broker.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -12,10 +13,13 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rand::Rng;
+use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{Client, NoTls};
 
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
 use crate::classify::Scope;
+use crate::config::{PostgresTls, SslMode};
+use crate::postgres::tls::MakeRustlsConnect;
 
 /// Serialises this provider's grant changes in one database (transaction-scoped advisory lock).
 const ACL_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('credential-broker:postgres_native:acl'))";
@@ -32,6 +36,8 @@ const MINTED_ROLE_PATTERN: &str = "^cb_[a-z0-9_]{1,40}_[0-9a-f]{16}$";
 pub struct PostgresNativeSettings {
     pub host: String,
     pub port: u16,
+    /// TLS for the admin connection (`sslmode`; the certificate must name `host`).
+    pub tls: PostgresTls,
     /// The database the admin connection uses; grants and `DROP OWNED` act in it.
     pub database: String,
     pub admin_user: String,
@@ -70,6 +76,7 @@ impl PostgresNativeProvider {
         let settings = PostgresNativeSettings {
             host: config.host.clone(),
             port: config.port,
+            tls: config.tls.clone(),
             database: config.database.clone(),
             admin_user: config.admin_user.clone(),
             admin_password: Secret::new(password.trim_end_matches(['\r', '\n'])),
@@ -91,16 +98,29 @@ impl PostgresNativeProvider {
             .password(self.settings.admin_password.expose())
             .application_name("credential-broker")
             .connect_timeout(self.settings.timeout);
-        let (client, connection) = tokio::time::timeout(self.settings.timeout, config.connect(NoTls))
-            .await
-            .map_err(|_| ProviderError::retryable(format!("connecting to postgres at {}:{} timed out", self.settings.host, self.settings.port)))?
-            .map_err(|e| postgres_error("connecting to postgres", e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres admin connection ended");
+        let timed_out = || ProviderError::retryable(format!("connecting to postgres at {}:{} timed out", self.settings.host, self.settings.port));
+        match (self.settings.tls.sslmode, &self.settings.tls.client) {
+            (SslMode::Disable, _) | (_, None) => {
+                config.ssl_mode(PgSslMode::Disable);
+                let (client, connection) = tokio::time::timeout(self.settings.timeout, config.connect(NoTls))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| postgres_error("connecting to postgres", e))?;
+                spawn_connection(connection);
+                Ok(client)
             }
-        });
-        Ok(client)
+            (sslmode, Some(tls)) => {
+                // Require: TLS or nothing, never a fallback to cleartext; what is checked of the
+                // server's certificate is up to the rustls settings (sslmode require or verify-full).
+                config.ssl_mode(PgSslMode::Require);
+                let (client, connection) = tokio::time::timeout(self.settings.timeout, config.connect(MakeRustlsConnect(tls.clone())))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| tls_error(&self.settings, sslmode, e))?;
+                spawn_connection(connection);
+                Ok(client)
+            }
+        }
     }
 
     /// Runs `sql` (one or more statements, no parameters) within the configured timeout.
@@ -261,6 +281,42 @@ fn rfc3339(at: SystemTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres admin connection ended");
+        }
+    });
+}
+
+/// Connecting over TLS: a server without TLS or a certificate that fails the checks is a
+/// permanent refusal with a clear reason (retrying will not change it); the rest as [`postgres_error`].
+fn tls_error(settings: &PostgresNativeSettings, sslmode: SslMode, e: tokio_postgres::Error) -> ProviderError {
+    let server = format!("{}:{}", settings.host, settings.port);
+    // tokio-postgres says "error performing TLS handshake"; the reason is its source.
+    let cause = match std::error::Error::source(&e) {
+        Some(cause) if e.to_string().contains("TLS") => cause.to_string(),
+        _ => return postgres_error("connecting to postgres", e),
+    };
+    if cause.contains("server does not support TLS") {
+        return ProviderError::permanent(format!(
+            "connecting to postgres at {server}: the server does not offer TLS but sslmode is {sslmode}; refusing to continue in cleartext"
+        ));
+    }
+    let message = format!("connecting to postgres at {server}: TLS (sslmode {sslmode}) failed: {cause}");
+    // rustls' refusals of the certificate ("invalid peer certificate: UnknownIssuer", "… not
+    // valid for name …") stay refused; a connection dropped mid-handshake may be worth a retry.
+    if cause.contains("certificate") {
+        ProviderError::permanent(message)
+    } else {
+        ProviderError::retryable(message)
+    }
+}
+
 /// Server-side refusals (bad grant, missing privilege) are permanent; connection trouble is retried.
 fn postgres_error(what: &str, e: tokio_postgres::Error) -> ProviderError {
     match e.as_db_error() {
@@ -310,6 +366,7 @@ mod tests {
         let settings = PostgresNativeSettings {
             host: "127.0.0.1".into(),
             port: 5432,
+            tls: PostgresTls::disabled(),
             database: "db".into(),
             admin_user: "admin".into(),
             admin_password: Secret::new("x"),

@@ -8,7 +8,12 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rcgen::SanType;
+
+use super::pki::TestCa;
 
 /// The superuser the harness creates (the broker's admin connection logs in as this).
 pub const SUPERUSER: &str = "broker_admin";
@@ -46,6 +51,18 @@ pub fn program(name: &str) -> PathBuf {
     path
 }
 
+/// How [`Postgres::start_with`] sets the server up beyond the defaults of [`Postgres::start`].
+#[derive(Default)]
+pub struct StartOptions {
+    /// Addresses to listen on besides 127.0.0.1.
+    pub extra: Vec<std::net::Ipv4Addr>,
+    /// Addresses allowed to log in with scram-sha-256 besides loopback.
+    pub clients: Vec<std::net::Ipv4Addr>,
+    /// `ssl = on` with a certificate for 127.0.0.1 and `localhost` from this CA, and TCP logins
+    /// over TLS only (`hostssl`): a cleartext login is refused by the server itself.
+    pub tls: Option<Arc<TestCa>>,
+}
+
 pub struct Postgres {
     child: Option<Child>,
     port: u16,
@@ -55,6 +72,8 @@ pub struct Postgres {
     pub password: String,
     /// `setpriv …` to run server programs as the `postgres` user, empty when not root.
     run_as: Vec<String>,
+    /// The server requires TLS: the harness's own `psql` uses `sslmode=require`.
+    tls: bool,
 }
 
 impl Drop for Postgres {
@@ -98,6 +117,16 @@ impl Postgres {
     /// host end of a test network namespace's veth pair) and accepting scram-sha-256 logins from
     /// `clients` (e.g. the namespace's end).
     pub fn start_on(extra: &[std::net::Ipv4Addr], clients: &[std::net::Ipv4Addr]) -> Postgres {
+        Self::start_with(StartOptions { extra: extra.to_vec(), clients: clients.to_vec(), tls: None })
+    }
+
+    /// A server with TLS on (see [`StartOptions::tls`]).
+    pub fn start_tls(ca: Arc<TestCa>) -> Postgres {
+        Self::start_with(StartOptions { tls: Some(ca), ..Default::default() })
+    }
+
+    pub fn start_with(options: StartOptions) -> Postgres {
+        let (extra, clients) = (&options.extra[..], &options.clients[..]);
         let initdb = program("initdb");
         let postgres = program("postgres");
         let dir = tempfile::Builder::new().prefix("cb-postgres-").tempdir().unwrap();
@@ -112,7 +141,7 @@ impl Postgres {
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, &password).unwrap();
         let data = dir.path().join("data");
-        let mut pg = Postgres { child: None, port: free_port(), dir, password, run_as };
+        let mut pg = Postgres { child: None, port: free_port(), dir, password, run_as, tls: options.tls.is_some() };
         if !pg.run_as.is_empty() {
             let _ = Command::new("chown").args(["postgres:postgres"]).arg(&pwfile).status();
         }
@@ -134,6 +163,24 @@ impl Postgres {
                 writeln!(hba, "host all all {ip}/32 scram-sha-256").unwrap();
             }
         }
+        let mut ssl_settings: Vec<String> = Vec::new();
+        if let Some(ca) = &options.tls {
+            // TCP logins over TLS only; the harness's own psql goes over TLS too.
+            let mut hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n".to_string();
+            for ip in clients {
+                hba.push_str(&format!("hostssl all all {ip}/32 scram-sha-256\n"));
+            }
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+            let sans = vec![SanType::IpAddress("127.0.0.1".parse().unwrap()), SanType::DnsName("localhost".try_into().unwrap())];
+            let (crt, key) = ca.leaf_files(pg.dir.path(), "server", sans, false);
+            // The server refuses a key others can read; it must be the server user's own.
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            if !pg.run_as.is_empty() {
+                let status = Command::new("chown").arg("postgres:postgres").arg(&crt).arg(&key).status().expect("chown");
+                assert!(status.success(), "chown of the server certificate and key failed");
+            }
+            ssl_settings = vec!["ssl=on".into(), format!("ssl_cert_file={}", crt.display()), format!("ssl_key_file={}", key.display())];
+        }
         let listen: Vec<String> = std::iter::once("127.0.0.1".to_string()).chain(extra.iter().map(|ip| ip.to_string())).collect();
 
         let log = std::fs::File::create(pg.log_path()).unwrap();
@@ -145,6 +192,7 @@ impl Postgres {
             .args(["-p", &pg.port.to_string(), "-h", &listen.join(","), "-c"])
             .arg(format!("unix_socket_directories={}", socket_dir.display()))
             .args(["-c", "password_encryption=scram-sha-256", "-c", "fsync=off", "-c", "log_connections=on", "-c", "log_statement=all"])
+            .args(ssl_settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -211,6 +259,9 @@ impl Postgres {
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", database, "-c", sql]);
         if !password.is_empty() {
             cmd.env("PGPASSWORD", password);
+        }
+        if self.tls {
+            cmd.env("PGSSLMODE", "require");
         }
         cmd.output().expect("running psql")
     }

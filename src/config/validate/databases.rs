@@ -2,11 +2,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{socket_addr, Problems};
-use crate::config::raw::RawDatabase;
-use crate::config::{DatabaseConfig, IdentityMode, ProviderConfig, VaultEngine, VaultSettings};
+use std::path::Path;
 
-pub(super) fn validate(p: &mut Problems, raw: Vec<RawDatabase>, providers: &BTreeMap<String, ProviderConfig>, identity: &IdentityMode) -> Vec<DatabaseConfig> {
+use super::{postgres_tls, socket_addr, Problems};
+use crate::config::raw::RawDatabase;
+use crate::config::{DatabaseConfig, IdentityMode, ProviderConfig, SslMode, VaultEngine, VaultSettings};
+
+pub(super) fn validate(
+    p: &mut Problems,
+    raw: Vec<RawDatabase>,
+    providers: &BTreeMap<String, ProviderConfig>,
+    identity: &IdentityMode,
+    base: &Path,
+    upstream_ca: Option<&Path>,
+) -> Vec<DatabaseConfig> {
     // Postgres sessions run as the sidecar identity; with per-connection identities an agent
     // would get it without presenting anything.
     if !raw.is_empty() && !matches!(identity, IdentityMode::Sidecar) {
@@ -46,8 +55,13 @@ pub(super) fn validate(p: &mut Problems, raw: Vec<RawDatabase>, providers: &BTre
             }
             None => p.add(format!("{path}.provider"), format!("unknown provider {:?}", d.provider)),
         }
+        let mut tls = postgres_tls::parse(p, &path, base, d.sslmode, d.sslrootcert);
+        postgres_tls::connect(p, &path, &mut tls, upstream_ca);
         if let (Some(listen), Some(upstream_host)) = (listen, upstream_host) {
-            out.push(DatabaseConfig { name: d.name, listen, upstream: d.upstream, upstream_host, database: d.database, provider: d.provider });
+            if tls.sslmode != SslMode::Disable && crate::postgres::tls::server_name(&upstream_host).is_err() {
+                p.add(format!("{path}.upstream"), format!("{upstream_host:?} is not a host name or IP address a certificate can be checked against"));
+            }
+            out.push(DatabaseConfig { name: d.name, listen, upstream: d.upstream, upstream_host, database: d.database, provider: d.provider, tls });
         }
     }
     out

@@ -3,17 +3,24 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{resolve_path, Problems};
+use super::{postgres_tls, resolve_path, Problems};
 use crate::config::raw::RawPostgresNative;
-use crate::config::PostgresNativeConfig;
+use crate::config::{PostgresNativeConfig, SslMode};
 
 pub(super) fn validate(p: &mut Problems, path: &str, base: &Path, raw: RawPostgresNative) -> PostgresNativeConfig {
-    // The admin connection has no TLS yet: its password may only cross the loopback interface.
-    if !matches!(raw.host.as_str(), "127.0.0.1" | "::1" | "localhost") {
+    // TLS settings; the rustls part is built once tls.upstream_ca_file is known
+    // (postgres_tls::connect_providers).
+    let tls = postgres_tls::parse(p, path, base, raw.sslmode, raw.sslrootcert);
+    // In cleartext the admin password (a standing superuser-like secret) may only cross the
+    // loopback interface.
+    if tls.sslmode == SslMode::Disable && !crate::postgres::tls::is_loopback_host(&raw.host) {
         p.add(
             format!("{path}.host"),
-            format!("{:?}: the admin connection is plaintext, so only a loopback host (127.0.0.1, ::1, localhost) is allowed", raw.host),
+            format!("{:?}: with sslmode disable the admin connection is cleartext, so only a loopback host (127.0.0.1, ::1, localhost) is allowed; use sslmode verify-full", raw.host),
         );
+    }
+    if tls.sslmode != SslMode::Disable && crate::postgres::tls::server_name(&raw.host).is_err() {
+        p.add(format!("{path}.host"), format!("{:?} is not a host name or IP address a certificate can be checked against", raw.host));
     }
     for (key, value) in [("database", &raw.database), ("admin_user", &raw.admin_user)] {
         if value.is_empty() {
@@ -40,6 +47,7 @@ pub(super) fn validate(p: &mut Problems, path: &str, base: &Path, raw: RawPostgr
     PostgresNativeConfig {
         host: raw.host,
         port: raw.port.unwrap_or(5432),
+        tls,
         database: raw.database,
         admin_user: raw.admin_user,
         admin_password_file: resolve_path(base, &raw.admin_password_file),
