@@ -326,6 +326,7 @@ databases:
     upstream: "127.0.0.1:{port}"
     database: {DATABASE}
     provider: vault
+    sslmode: disable
 policy: {{file: {dir}/policy.rego}}
 credentials:
   retry: {{max_retries: 3, base_delay_ms: 20, max_delay_ms: 100}}
