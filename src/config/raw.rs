@@ -231,7 +231,7 @@ pub enum RawProvider {
     #[serde(rename = "postgres_native")]
     PostgresNative(RawPostgresNative),
     /// Vault or OpenBao: dynamic database users or a KV v2 field.
-    Vault(RawVault),
+    Vault(Box<RawVault>),
 }
 
 #[derive(Debug, Deserialize)]

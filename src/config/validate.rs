@@ -388,7 +388,7 @@ fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode
                 None => continue,
             },
             RawProvider::PostgresNative(raw) => ProviderConfig::PostgresNative(postgres_native::validate(p, &path, base, raw)),
-            RawProvider::Vault(raw) => match vault::validate(p, &path, base, raw) {
+            RawProvider::Vault(raw) => match vault::validate(p, &path, base, *raw) {
                 Some(settings) => ProviderConfig::Vault(settings),
                 None => continue,
             },
