@@ -583,3 +583,34 @@ fn a_session_is_renewed_at_vault_until_max_ttl_then_ends() {
     assert!(renewals >= 2, "{renewals} renewals\n{}", broker.log());
     stack.wait_until_no_vault_users(Duration::from_secs(10));
 }
+
+/// An HTTPS OpenBao whose certificate is signed by its own CA: trusted through `ca_file` only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_openbao_is_trusted_through_ca_file() {
+    let bao = OpenBao::start_tls();
+    bao.broker_policy();
+    bao.kv_put("agents/api", "token", "kv-over-tls-0123456789");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("vault-token");
+    std::fs::write(&token_file, bao.broker_token("1h")).unwrap();
+    let settings = |ca_file: Option<PathBuf>| VaultSettings {
+        address: url::Url::parse(&bao.address()).unwrap(),
+        ca_file,
+        namespace: None,
+        timeout: Duration::from_secs(5),
+        auth: VaultAuth::Token { token_file: token_file.clone() },
+        engine: VaultEngine::Kv { mount: "secret".into(), path: "agents/api".into(), field: "token".into(), ttl: Duration::from_secs(60) },
+    };
+    assert!(bao.address().starts_with("https://"));
+    let lease = VaultProvider::new("kv", &settings(bao.ca_file.clone())).unwrap().mint(&request("agent-7")).await.unwrap();
+    match &lease.credential {
+        Credential::Token(t) => assert_eq!(t.expose(), "kv-over-tls-0123456789"),
+        other => panic!("{other:?}"),
+    }
+    // Without the CA the server's certificate is not trusted: nothing is read.
+    let refused = VaultProvider::new("kv", &settings(None)).unwrap().mint(&request("agent-7")).await.unwrap_err();
+    assert!(refused.message.contains("reading secret/data/agents/api"), "{refused:?}");
+    // A missing ca_file stops the provider from being built, naming the key.
+    let missing = VaultProvider::new("kv", &settings(Some(dir.path().join("nope.pem")))).err().expect("a missing ca_file is refused");
+    assert!(missing.message.starts_with("ca_file "), "{missing:?}");
+}

@@ -42,6 +42,8 @@ pub struct OpenBao {
     child: Option<Child>,
     port: u16,
     pub dir: tempfile::TempDir,
+    /// With `-dev-tls`: the CA that signed the server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Drop for OpenBao {
@@ -52,11 +54,24 @@ impl Drop for OpenBao {
 
 impl OpenBao {
     pub fn start() -> OpenBao {
+        Self::start_with(false)
+    }
+
+    /// Over HTTPS (`-dev-tls`), with a CA of its own in [`OpenBao::ca_file`].
+    pub fn start_tls() -> OpenBao {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> OpenBao {
         let dir = tempfile::Builder::new().prefix("cb-openbao-").tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
+        let mut args = vec!["server".to_string(), "-dev".into(), format!("-dev-root-token-id={ROOT_TOKEN}"), format!("-dev-listen-address=127.0.0.1:{port}")];
+        if tls {
+            args.extend(["-dev-tls".to_string(), format!("-dev-tls-cert-dir={}", dir.path().display())]);
+        }
         let child = Command::new(binary())
-            .args(["server", "-dev", &format!("-dev-root-token-id={ROOT_TOKEN}"), &format!("-dev-listen-address=127.0.0.1:{port}")])
+            .args(&args)
             .env_remove("BAO_ADDR")
             .env_remove("VAULT_ADDR")
             .env("HOME", dir.path())
@@ -65,7 +80,8 @@ impl OpenBao {
             .stderr(log)
             .spawn()
             .expect("starting bao server -dev");
-        let mut bao = OpenBao { child: Some(child), port, dir };
+        let ca_file = tls.then(|| dir.path().join("vault-ca.pem"));
+        let mut bao = OpenBao { child: Some(child), port, dir, ca_file };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !bao.healthy() {
             if let Some(status) = bao.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
@@ -79,6 +95,9 @@ impl OpenBao {
 
     /// `GET /v1/sys/health` answers 200 (initialized, unsealed, active).
     fn healthy(&self) -> bool {
+        if self.ca_file.is_some() {
+            return self.ca_file.as_ref().is_some_and(|ca| ca.is_file()) && self.try_bao(&["status"], "").status.success();
+        }
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let request = format!("GET /v1/sys/health HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port);
@@ -99,7 +118,8 @@ impl OpenBao {
     }
 
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_file.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn log(&self) -> String {
@@ -108,7 +128,11 @@ impl OpenBao {
 
     /// Runs `bao ARGS` as root with `stdin`; the output, whatever the exit status.
     pub fn try_bao(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        if let Some(ca) = &self.ca_file {
+            cmd.env("BAO_CACERT", ca);
+        }
+        let mut child = cmd
             .args(args)
             .env("BAO_ADDR", self.address())
             .env("BAO_TOKEN", ROOT_TOKEN)
