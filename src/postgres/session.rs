@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
+use super::tls::UpstreamStream;
 
 use super::registry::Registration;
 use super::wire::{self, read_message, read_startup, WireError};
@@ -70,7 +70,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
     }
 }
 
-type Started = (TcpStream, Lease, SharedProvider);
+type Started = (UpstreamStream, Lease, SharedProvider);
 
 /// Startup to `AuthenticationOk`: `Ok(None)` when the agent went away or only asked to cancel.
 async fn start<S: AsyncRead + AsyncWrite + Unpin>(
@@ -111,7 +111,7 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     let Credential::Password { username, password } = &lease.credential else {
         return Err(format!("provider {:?} does not mint database logins", db.provider));
     };
-    let upstream = match upstream::login(&db.upstream, username, password, &forwarded).await {
+    let upstream = match upstream::login(db, username, password, &forwarded).await {
         Ok(s) => s,
         Err(e) => {
             let _ = provider.revoke(&lease).await;
@@ -232,14 +232,14 @@ impl Session {
     async fn relay<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         agent: S,
-        upstream: TcpStream,
+        upstream: UpstreamStream,
         ending: impl Future<Output = End>,
         keys: &CancelKeys,
         key: &mut Option<[u8; 8]>,
     ) -> Result<(), WireError> {
         let pending: Pending = Arc::default();
         let (agent_read, agent_write) = tokio::io::split(agent);
-        let (upstream_read, upstream_write) = upstream.into_split();
+        let (upstream_read, upstream_write) = tokio::io::split(upstream);
         let mut agent_out = BufWriter::new(agent_write);
         let end = {
             let to_upstream = async {
@@ -367,7 +367,11 @@ impl Session {
     }
 }
 
-/// Passes a `CancelRequest` for one of this listener's live sessions to the server, as is.
+/// Passes a `CancelRequest` for one of this listener's live sessions to the server, as is, over
+/// a connection made like the session's: in cleartext only with `sslmode: disable`, else after
+/// `SSLRequest` and the same TLS checks (PostgreSQL takes a cancel request inside TLS). Sending it
+/// in cleartext would work too (the server checks no pg_hba rule for cancels), but the key would
+/// then cross the network readable, and anyone who saw it could cancel the session's queries.
 async fn forward_cancel(db: &DatabaseListener, keys: &CancelKeys, body: &[u8]) {
     if !keys.contains(body) {
         tracing::debug!(database = %db.name, "cancel request for an unknown session ignored");
@@ -377,9 +381,12 @@ async fn forward_cancel(db: &DatabaseListener, keys: &CancelKeys, body: &[u8]) {
     packet.extend_from_slice(&16i32.to_be_bytes());
     packet.extend_from_slice(&wire::CANCEL_REQUEST.to_be_bytes());
     packet.extend_from_slice(body);
-    match TcpStream::connect(&db.upstream).await {
+    match upstream::connect(db).await {
         Ok(mut s) => {
             let _ = s.write_all(&packet).await;
+            // Flush what TLS buffered and say goodbye; the server closes after a cancel anyway.
+            let _ = s.flush().await;
+            let _ = s.shutdown().await;
         }
         Err(e) => tracing::warn!(database = %db.name, error = %e, "forwarding a cancel request failed"),
     }
