@@ -80,6 +80,8 @@ fn broker_config(s: &Servers) -> String {
     databases += &db("wrong_name", &format!("127.0.0.2:{tls}"), "pg_tls", &format!(", sslmode: verify-full, sslrootcert: {ca}"));
     databases += &db("no_tls", &format!("127.0.0.1:{plain}"), "pg_plain", ", sslmode: require");
     databases += &db("cleartext", &format!("127.0.0.1:{plain}"), "pg_plain", ", sslmode: disable");
+    // Never connected to (TEST-NET-1): only the start-up warning for cleartext off loopback.
+    databases += &db("remote_cleartext", "192.0.2.1:5432", "pg_plain", ", sslmode: disable");
     format!(
         r#"
 identity: {{agent_id: agent-7, tenant: acme}}
@@ -164,6 +166,11 @@ fn the_listener_speaks_tls_to_the_server_as_sslmode_says() {
         "the minted user's session was not over TLS:\n{log}"
     );
 
+    // The listeners' start-up warned about cleartext off loopback (by now their tasks have run).
+    let log = broker.log();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("sslmode is disable for a database that is not on loopback")).collect();
+    assert!(warned.len() == 1 && warned[0].contains("remote_cleartext") && warned[0].contains("WARN"), "{log}");
+
     // disable: cleartext to a server without TLS.
     let (ok, stdout, stderr) = psql(&broker, "cleartext", SSL_QUERY);
     assert!(ok && stdout == "f", "cleartext: {stdout:?} {stderr}");
@@ -184,8 +191,8 @@ fn the_listener_speaks_tls_to_the_server_as_sslmode_says() {
         );
     }
 
-    // A cancel goes to the server over TLS too (the server takes no cleartext login, but would
-    // take a cleartext cancel; the broker does not send one).
+    // A cancel reaches the server through a TLS database too (the broker sends it over TLS, as
+    // the session; the server would also take it in cleartext, so this shows it arrives, not how).
     let addr = broker.addresses.databases["verified"];
     let mut cmd = psql_command();
     cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", "SELECT pg_sleep(60)"]);
