@@ -14,6 +14,9 @@ use super::DatabaseListener;
 use crate::config::SslMode;
 use crate::providers::Secret;
 
+/// Bound on the TCP connection, the `SSLRequest` and the TLS handshake together.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("connecting to the database at {addr}: {source}")]
@@ -22,6 +25,8 @@ pub enum UpstreamError {
     NoTls { addr: String, sslmode: SslMode },
     #[error("TLS with the database at {addr} (sslmode {sslmode}) failed: {message}")]
     Tls { addr: String, sslmode: SslMode, message: String },
+    #[error("connecting to the database at {addr}: no connection (and TLS session) within {after:?}")]
+    Timeout { addr: String, after: std::time::Duration },
     #[error("the database refused the login: {0}")]
     Refused(String),
     #[error("the database asked for an authentication method the broker does not speak ({0})")]
@@ -34,6 +39,14 @@ pub enum UpstreamError {
 /// else `SSLRequest`, the server's `S` and a TLS handshake (checked as `sslmode` says). A server
 /// that answers `N` is refused: never a fallback to cleartext.
 pub async fn connect(db: &DatabaseListener) -> Result<UpstreamStream, UpstreamError> {
+    // A server (or something in between) that takes the connection but never answers must not
+    // hold the agent's session open forever.
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_unbounded(db))
+        .await
+        .map_err(|_| UpstreamError::Timeout { addr: db.upstream.clone(), after: CONNECT_TIMEOUT })?
+}
+
+async fn connect_unbounded(db: &DatabaseListener) -> Result<UpstreamStream, UpstreamError> {
     let addr = db.upstream.as_str();
     let mut stream = TcpStream::connect(addr).await.map_err(|source| UpstreamError::Connect { addr: addr.into(), source })?;
     let _ = stream.set_nodelay(true);
