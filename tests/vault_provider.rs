@@ -614,3 +614,31 @@ async fn an_https_openbao_is_trusted_through_ca_file() {
     let missing = VaultProvider::new("kv", &settings(Some(dir.path().join("nope.pem")))).err().expect("a missing ca_file is refused");
     assert!(missing.message.starts_with("ca_file "), "{missing:?}");
 }
+
+/// Vault revokes a token's leases when the token expires: the provider keeps its token alive
+/// (renew-self at 80% of its life, between mints too), so a user outlives the token's first TTL;
+/// at the token's max TTL it logs in again and minting goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_brokers_token_is_renewed_so_its_leases_live_on_and_replaced_at_its_max_ttl() {
+    let stack = Stack::start("5m", "1h");
+    let (role_id, secret_id) = stack.bao.approle_with("3s", "12s");
+    let auth = VaultAuth::AppRole { mount: "approle".into(), role_id, secret_id_file: stack.file("secret-id", &secret_id) };
+    let provider = stack.provider(auth);
+    let started = Instant::now();
+    let lease = provider.mint(&request("agent-7")).await.unwrap();
+    let user = assert_logs_in(&stack.pg, &lease);
+    // Well past the token's 3 s TTL, with no call in between: the user is still there.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_logs_in(&stack.pg, &lease);
+    assert!(provider.renew(&lease).await.unwrap().is_some());
+    // Past the token's 12 s max TTL: Vault revoked the old token and its lease (the user is
+    // dropped), and the provider minted under a fresh login.
+    tokio::time::sleep((started + Duration::from_secs(14)).saturating_duration_since(Instant::now())).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack.pg.admin_sql(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")) != "0" {
+        assert!(Instant::now() < deadline, "the old token's lease outlived the token");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fresh = provider.mint(&request("agent-7")).await.unwrap();
+    assert_logs_in(&stack.pg, &fresh);
+}

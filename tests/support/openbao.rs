@@ -218,8 +218,20 @@ path "secret/data/agents/*" { capabilities = ["read"] }
 
     /// AppRole at `approle/`, role `broker` with the broker policy: (role_id, secret_id).
     pub fn approle(&self) -> (String, String) {
+        self.approle_with("10m", "1h")
+    }
+
+    /// Like [`OpenBao::approle`], with the broker's tokens living `token_ttl`, renewable up to
+    /// `token_max_ttl`.
+    pub fn approle_with(&self, token_ttl: &str, token_max_ttl: &str) -> (String, String) {
         self.bao(&["auth", "enable", "approle"]);
-        self.bao(&["write", "auth/approle/role/broker", &format!("token_policies={BROKER_POLICY}"), "token_ttl=10m"]);
+        self.bao(&[
+            "write",
+            "auth/approle/role/broker",
+            &format!("token_policies={BROKER_POLICY}"),
+            &format!("token_ttl={token_ttl}"),
+            &format!("token_max_ttl={token_max_ttl}"),
+        ]);
         let role_id = self.bao(&["read", "-field=role_id", "auth/approle/role/broker/role-id"]);
         let secret_id = self.bao(&["write", "-f", "-field=secret_id", "auth/approle/role/broker/secret-id"]);
         (role_id, secret_id)

@@ -1,32 +1,43 @@
-//! The broker's own Vault token: obtained by the configured method, kept in the vaultrs client,
-//! and obtained again when it nears its expiry or Vault answers 403.
+//! The broker's own Vault token: obtained by the configured method, kept alive, and replaced.
+//!
+//! Vault revokes every lease a token created when that token expires or is revoked, so the
+//! database users minted under a token live no longer than it. The token is therefore **renewed**
+//! (`auth/token/renew-self`) at 80% of its time to live, by a background task too (a session
+//! renewing its lease once an hour must not find its user gone with a ten-minute token), for as
+//! long as Vault extends it. When Vault no longer does (the auth role's `token_max_ttl`), or
+//! answers 403, the broker **logs in again**; leases made under the old token still end with it.
 //!
 //! `jwt` and `kubernetes` are one code path (`POST auth/<mount>/login {role, jwt}`); only the
 //! server side differs (signature keys vs. a TokenReview). The token file is read at each login,
-//! since a projected service-account token is rotated by the kubelet.
+//! since a projected service-account token is rotated by the kubelet. A `token_file` is re-read
+//! every minute and after a 403, so a token rewritten by Vault Agent takes effect.
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use vaultrs::client::{Client, VaultClient};
 use zeroize::Zeroizing;
 
 use super::super::ProviderError;
-use super::client::{from_vaultrs, CallError};
+use super::client::{call, from_vaultrs, CallError};
 use crate::config::VaultAuth;
 
 /// A token read from a file is re-read this often, so a rewritten file (Vault Agent) takes effect.
 const TOKEN_FILE_RECHECK: Duration = Duration::from_secs(60);
+/// How often the keeper looks when there is nothing due (no token yet, or one that never expires).
+const IDLE_CHECK: Duration = Duration::from_secs(30);
 
-/// The current token (in a vaultrs client), and when to replace it.
+/// The current token (in a vaultrs client), and when to act on it.
 pub(super) struct Session {
     auth: VaultAuth,
     /// No token: logins go through this one.
     anonymous: VaultClient,
     state: Mutex<State>,
+    /// Wakes the keeper after a login, so it learns of the new token's life.
+    wake: Arc<Notify>,
 }
 
 struct State {
@@ -34,13 +45,48 @@ struct State {
     generation: u64,
     /// The client carrying the current token; None before the first login or after a 403.
     current: Option<Arc<VaultClient>>,
-    /// Log in again from here on (None: the token does not expire, e.g. a root token).
-    refresh_at: Option<Instant>,
+    /// The current token itself, to tell whether a token file changed.
+    token: Zeroizing<String>,
+    /// When the token expires (None: never, e.g. a root token, or unknown).
+    expires_at: Option<Instant>,
+    renewable: bool,
+    /// Renew the token (or log in again) from here on: 80% of its life (None: it never expires).
+    renew_at: Option<Instant>,
+    /// A token file: look whether it changed from here on.
+    file_check_at: Option<Instant>,
+}
+
+impl State {
+    fn check_at(&self) -> Option<Instant> {
+        [self.renew_at, self.file_check_at].into_iter().flatten().min()
+    }
+}
+
+/// What a login or renewal says about a token's life.
+struct Life {
+    ttl: Option<Duration>,
+    renewable: bool,
 }
 
 impl Session {
-    pub fn new(auth: VaultAuth, anonymous: VaultClient) -> Session {
-        Session { auth, anonymous, state: Mutex::new(State { generation: 0, current: None, refresh_at: None }) }
+    /// The session, and a task that keeps its token alive (while a Tokio runtime is there; the
+    /// task ends when the session is dropped).
+    pub fn new(auth: VaultAuth, anonymous: VaultClient) -> Arc<Session> {
+        let state = State {
+            generation: 0,
+            current: None,
+            token: Zeroizing::new(String::new()),
+            expires_at: None,
+            renewable: false,
+            renew_at: None,
+            file_check_at: None,
+        };
+        let wake = Arc::new(Notify::new());
+        let session = Arc::new(Session { auth, anonymous, state: Mutex::new(state), wake: wake.clone() });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(keep_alive(Arc::downgrade(&session), wake));
+        }
+        session
     }
 
     /// Reads the configured credential file now, so a missing or empty one stops start-up.
@@ -53,29 +99,85 @@ impl Session {
         }
     }
 
-    /// A client with a token that is not near its expiry (logging in first when needed), and
-    /// which login it came from. Logins are serialised: concurrent callers wait for one.
+    /// A client with a current token (renewed or obtained first when due), and which login it
+    /// came from. Concurrent callers wait for one renewal or login.
     pub async fn authed(&self) -> Result<(Arc<VaultClient>, u64), ProviderError> {
         let mut state = self.state.lock().await;
-        let fresh = state.refresh_at.is_none_or(|at| Instant::now() < at);
-        if let (Some(client), true) = (&state.current, fresh) {
+        let due = state.check_at().is_some_and(|at| Instant::now() >= at);
+        if let (Some(client), false) = (&state.current, due) {
             return Ok((client.clone(), state.generation));
         }
+        if let Some(client) = state.current.clone() {
+            if self.renewed(&mut state, &client).await {
+                return Ok((client, state.generation));
+            }
+        }
         state.current = None;
-        let (token, lifetime) = self.login().await?;
+        let (token, life) = self.login().await?;
         let mut client = with_same_transport(&self.anonymous);
         client.set_token(token.as_str());
         let client = Arc::new(client);
         state.generation += 1;
         state.current = Some(client.clone());
-        // Log in again at 80% of the token's life; 0 means it does not expire.
-        state.refresh_at = match (&self.auth, lifetime) {
-            (VaultAuth::Token { .. }, _) => Some(Instant::now() + TOKEN_FILE_RECHECK),
-            (_, Some(d)) if !d.is_zero() => Some(Instant::now() + d.mul_f64(0.8)),
-            _ => None,
-        };
-        tracing::debug!(method = self.auth.method(), lifetime_s = lifetime.map(|d| d.as_secs()), "vault login");
+        state.token = token;
+        state.renewable = life.renewable;
+        state.expires_at = life.ttl.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
+        state.renew_at = renew_at(&life);
+        state.file_check_at = self.file_check_at();
+        self.wake.notify_one();
+        tracing::debug!(method = self.auth.method(), ttl_s = life.ttl.map(|d| d.as_secs()), renewable = life.renewable, "vault login");
         Ok((client, state.generation))
+    }
+
+    /// A token file is looked at again every minute.
+    fn file_check_at(&self) -> Option<Instant> {
+        matches!(self.auth, VaultAuth::Token { .. }).then(|| Instant::now() + TOKEN_FILE_RECHECK)
+    }
+
+    /// Keeps the current token when that is right: a token file that still holds it and whose
+    /// token is not near expiry, or a token Vault extends (`renew-self`). False: log in again.
+    async fn renewed(&self, state: &mut State, client: &VaultClient) -> bool {
+        if let VaultAuth::Token { token_file } = &self.auth {
+            match read_file("auth.token.token_file", token_file) {
+                Ok(token) if token == state.token => state.file_check_at = self.file_check_at(),
+                _ => return false,
+            }
+        }
+        if state.renew_at.is_none_or(|at| Instant::now() < at) {
+            // Only the token file's periodic look was due.
+            return true;
+        }
+        if !state.renewable {
+            return false;
+        }
+        match vaultrs::token::renew_self(client, None).await {
+            Ok(info) => {
+                let ttl = Duration::from_secs(info.lease_duration);
+                let expires_at = Instant::now() + ttl;
+                // At the auth role's max TTL Vault answers, but the expiry stops moving.
+                if state.expires_at.is_some_and(|old| expires_at <= old + Duration::from_secs(1)) {
+                    tracing::info!(method = self.auth.method(), "the broker's vault token is at its max TTL; logging in again");
+                    return false;
+                }
+                state.expires_at = Some(expires_at);
+                state.renewable = info.renewable;
+                state.renew_at = renew_at(&Life { ttl: Some(ttl), renewable: info.renewable });
+                tracing::debug!(method = self.auth.method(), ttl_s = ttl.as_secs(), "vault token renewed");
+                true
+            }
+            Err(e) => {
+                let e = from_vaultrs("renewing the broker's vault token", e).error;
+                // Vault unreachable for a moment: the token (and its leases) may well still live;
+                // keep it and try again shortly rather than abandon it.
+                if e.retryable && state.expires_at.is_some_and(|at| Instant::now() + Duration::from_secs(5) < at) {
+                    tracing::warn!(error = %e, "renewing the broker's vault token failed; retrying in 5 s");
+                    state.renew_at = Some(Instant::now() + Duration::from_secs(5));
+                    return true;
+                }
+                tracing::info!(error = %e, "logging in again");
+                false
+            }
+        }
     }
 
     /// Vault refused the token of `generation` (403): the next call logs in again.
@@ -84,6 +186,12 @@ impl Session {
         if state.generation == generation {
             state.current = None;
         }
+    }
+
+    /// When the keeper should look next, if there is a token to keep.
+    async fn next_check(&self) -> Option<Option<Instant>> {
+        let state = self.state.lock().await;
+        state.current.as_ref().map(|_| state.check_at())
     }
 
     /// Runs `op` with a current token; on 403 logs in once more and runs it again, since a
@@ -105,13 +213,14 @@ impl Session {
         }
     }
 
-    /// One login: the token and how long it lives (None: unknown).
-    async fn login(&self) -> Result<(Zeroizing<String>, Option<Duration>), ProviderError> {
+    /// One login: the token and its life.
+    async fn login(&self) -> Result<(Zeroizing<String>, Life), ProviderError> {
         let client = &self.anonymous;
         let info = match &self.auth {
             VaultAuth::Token { token_file } => {
                 let token = read_file("auth.token.token_file", token_file)?;
-                return Ok((token, None));
+                let life = self.look_up(&token).await;
+                return Ok((token, life));
             }
             VaultAuth::AppRole { mount, role_id, secret_id_file } => {
                 let secret_id = read_file("auth.approle.secret_id_file", secret_id_file)?;
@@ -132,7 +241,62 @@ impl Session {
                     .map_err(|e| from_vaultrs(&format!("kubernetes login at auth/{mount} as role {role}"), e))?
             }
         };
-        Ok((Zeroizing::new(info.client_token), Some(Duration::from_secs(info.lease_duration))))
+        Ok((Zeroizing::new(info.client_token), Life { ttl: Some(Duration::from_secs(info.lease_duration)), renewable: info.renewable }))
+    }
+
+    /// A token file's token: its remaining life from `auth/token/lookup-self` (in the default
+    /// policy). Unknown when the lookup fails; the token is then used until Vault answers 403.
+    async fn look_up(&self, token: &str) -> Life {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            data: Data,
+        }
+        #[derive(serde::Deserialize)]
+        struct Data {
+            ttl: u64,
+            #[serde(default)]
+            renewable: bool,
+        }
+        let mut client = with_same_transport(&self.anonymous);
+        client.set_token(token);
+        match call::<Answer>(&client, reqwest::Method::GET, "auth/token/lookup-self", None, "looking up the broker's vault token").await {
+            Ok(a) => Life { ttl: Some(Duration::from_secs(a.data.ttl)), renewable: a.data.renewable },
+            Err(e) => {
+                tracing::debug!(error = %e.error, "the broker's vault token could not look itself up");
+                Life { ttl: None, renewable: false }
+            }
+        }
+    }
+}
+
+/// 80% into a token's life (at least a second away); None when it does not expire.
+fn renew_at(life: &Life) -> Option<Instant> {
+    life.ttl.filter(|d| !d.is_zero()).map(|d| Instant::now() + d.mul_f64(0.8).max(Duration::from_secs(1)))
+}
+
+/// Renews (or replaces) the session's token when due, between mints too; ends with the session.
+async fn keep_alive(session: Weak<Session>, wake: Arc<Notify>) {
+    loop {
+        let next = match session.upgrade() {
+            Some(s) => s.next_check().await,
+            None => return,
+        };
+        let now = Instant::now();
+        let at = match next {
+            Some(Some(at)) => at.max(now + Duration::from_millis(200)),
+            _ => now + IDLE_CHECK,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = wake.notified() => continue,
+        }
+        let Some(s) = session.upgrade() else { return };
+        if matches!(s.next_check().await, Some(Some(at)) if Instant::now() >= at) {
+            if let Err(e) = s.authed().await {
+                tracing::warn!(method = s.auth.method(), error = %e, "keeping the broker's vault token alive failed; retrying on the next use");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::config::{VaultEngine, VaultSettings};
 pub struct VaultProvider {
     name: String,
     settings: VaultSettings,
-    session: auth::Session,
+    session: std::sync::Arc<auth::Session>,
 }
 
 impl VaultProvider {
