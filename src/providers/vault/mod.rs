@@ -1,8 +1,8 @@
 //! `type: vault`: credentials from HashiCorp Vault or OpenBao (same API).
 //!
 //! - **auth** ([`auth`]): the broker's own token from a `token_file`, AppRole, or a JWT login
-//!   (`jwt`, `kubernetes`: a projected service-account token); cached, obtained again near its
-//!   expiry or when Vault answers 403.
+//!   (`jwt`, `kubernetes`: a projected service-account token); cached and renewed while Vault
+//!   extends it (its leases die with it), obtained again at its max TTL or when Vault answers 403.
 //! - **database** ([`database`]): a user per mint from `<mount>/creds/<role>`, the Vault lease id
 //!   as the lease id; `renew` extends the Vault lease (up to the role's `max_ttl`), `revoke` ends
 //!   it, and Vault's revocation statements drop the user. Vault's creds endpoint takes no TTL, so
