@@ -71,9 +71,9 @@ pub(super) async fn call<T: DeserializeOwned>(
     if let Some(body) = body {
         request = request.header("Content-Type", "application/json").body(body.to_string());
     }
-    let response = request.send().await.map_err(|e| transport(what, &e))?;
+    let response = request.send().await.map_err(|e| transport(what, e))?;
     let status = response.status().as_u16();
-    let bytes = Zeroizing::new(response.bytes().await.map_err(|e| transport(what, &e))?.to_vec());
+    let bytes = Zeroizing::new(response.bytes().await.map_err(|e| transport(what, e))?.to_vec());
     if !(200..300).contains(&status) {
         return Err(status_error(what, status, &api_errors(&bytes)));
     }
@@ -106,8 +106,9 @@ pub(super) fn status_error(what: &str, status: u16, errors: &str) -> CallError {
 }
 
 /// No answer (refused, reset, timed out, TLS failure): retryable, since the server may come back.
-fn transport(what: &str, e: &reqwest::Error) -> CallError {
-    CallError { status: None, error: ProviderError::retryable(format!("{what}: {}", truncate(&scrub(&error_chain(e)), 300))) }
+/// The URL is left out: `what` names the path, and the address is in the provider's config.
+fn transport(what: &str, e: reqwest::Error) -> CallError {
+    CallError { status: None, error: ProviderError::retryable(format!("{what}: {}", truncate(&scrub(&error_chain(&e.without_url())), 300))) }
 }
 
 /// The same mapping for errors from vaultrs' own calls.
@@ -119,9 +120,12 @@ pub(super) fn from_vaultrs(what: &str, e: vaultrs::error::ClientError) -> CallEr
         V::RestClientError { source: Rest::ServerResponseError { code, content } } => {
             status_error(what, code, &content.as_deref().map(|c| api_errors(c.as_bytes())).unwrap_or_default())
         }
-        V::RestClientError { source: Rest::RequestError { source, .. } } => {
-            CallError { status: None, error: ProviderError::retryable(format!("{what}: {}", truncate(&scrub(&error_chain(source.as_ref())), 300))) }
-        }
+        V::RestClientError { source: Rest::RequestError { source, .. } } => match source.downcast::<reqwest::Error>() {
+            Ok(e) => transport(what, e),
+            Err(source) => {
+                CallError { status: None, error: ProviderError::retryable(format!("{what}: {}", truncate(&scrub(&error_chain(source.as_ref())), 300))) }
+            }
+        },
         other => CallError { status: None, error: ProviderError::permanent(format!("{what}: {}", truncate(&scrub(&error_chain(&other)), 300))) },
     }
 }
