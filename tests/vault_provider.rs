@@ -393,6 +393,52 @@ fn psql_through_the_broker_runs_as_a_vault_made_user_per_session() {
     assert!(!has_hex_run_of(&stack.pg.log(), PASSWORD_HEX_LEN), "a password in the server's statement log:\n{}", stack.pg.log());
 }
 
+/// pgbench with prepared statements (extended protocol: every statement a `Parse`) and no password:
+/// each of its connections runs as its own Vault-made user, reads go through, and a `DELETE` is
+/// refused at `Parse` with 42501 before it reaches the server.
+#[test]
+fn pgbench_with_prepared_statements_runs_on_vault_users_and_is_checked_at_parse() {
+    let stack = Stack::start("5m", "1h");
+    stack.file("vault-token", &stack.bao.broker_token("1h"));
+    let broker = Broker::start(stack.dir.path(), &broker_yaml(stack.dir.path(), &stack.bao.address(), &stack.pg, ""), &[]);
+    let port = broker.addresses.databases["shop"].port().to_string();
+    let pgbench = |script: &str| {
+        let file = stack.file(&format!("bench-{}.sql", uuid::Uuid::new_v4().simple()), script);
+        let mut cmd = std::process::Command::new(support::postgres::program("pgbench"));
+        // No password anywhere: a clean environment, as psql_command has it.
+        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("PGPASSFILE", "/dev/null").env("PGSSLMODE", "disable");
+        cmd.args(["-n", "-M", "prepared", "-t", "25", "-c", "4", "-j", "2", "-h", "127.0.0.1", "-p", &port, "-U", "agent", "-d", DATABASE, "-f"]).arg(&file);
+        cmd.output().expect("running pgbench")
+    };
+
+    let out = pgbench("SELECT item FROM orders WHERE id = 1;\n");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}\nbroker log:\n{}", broker.log());
+    assert!(stdout.contains("number of transactions actually processed: 100/100"), "{stdout}");
+    let issued: Vec<String> = audit_records(stack.dir.path())
+        .into_iter()
+        .filter(|r| r["event"] == "issue")
+        .map(|r| r["details"]["username"].as_str().unwrap_or_default().to_string())
+        .collect();
+    // pgbench's 4 client connections, plus the one it opens first to look at the server.
+    assert_eq!(issued.len(), 5, "one user per pgbench connection: {issued:?}");
+    assert!(issued.iter().all(|u| u.starts_with("v-")), "{issued:?}");
+    let distinct: std::collections::BTreeSet<_> = issued.iter().collect();
+    assert_eq!(distinct.len(), issued.len(), "{issued:?}");
+    let server_log = stack.pg.log();
+    assert!(issued.iter().all(|u| server_log.contains(&format!("user={u}"))), "the server did not see the vault users log in:\n{server_log}");
+
+    let out = pgbench("DELETE FROM orders WHERE id = 1;\n");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stderr.contains("permission denied by credential-broker: deleting orders needs a human"), "{stderr}");
+    assert_eq!(stack.pg.admin_sql("SELECT count(*) FROM orders"), "2");
+    assert!(!stack.pg.log().contains("DELETE FROM orders"), "the denied statement reached the server");
+    // Each connection's user is revoked at Vault when its session ends.
+    stack.wait_until_no_vault_users(Duration::from_secs(15));
+    drop(broker);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn openbao_down_means_four_attempts_an_alert_and_no_connection_to_postgres() {
     let mut stack = Stack::start("5m", "1h");
