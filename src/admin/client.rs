@@ -44,7 +44,7 @@ pub async fn call(admin_url: &str, token_file: &Path, method: http::Method, path
 
 /// A short table of grants for people; `--json` prints the API's answer instead.
 pub fn grants_table(value: &serde_json::Value) -> String {
-    let mut out = format!("{:<40} {:<16} {:<12} {:<10} {:<22} {}\n", "ID", "AGENT", "TENANT", "PROVIDER", "EXPIRES", "SCOPE");
+    let mut out = format!("{:<40} {:<24} {:<16} {:<12} {:<10} {:<22} {}\n", "ID", "KIND", "AGENT", "TENANT", "PROVIDER", "EXPIRES", "SCOPE");
     for g in value["grants"].as_array().into_iter().flatten() {
         let permissions: Vec<String> = g["scope"]["permissions"]
             .as_array()
@@ -54,7 +54,49 @@ pub fn grants_table(value: &serde_json::Value) -> String {
             .collect();
         let scope = if permissions.is_empty() { g["credential_scope"].as_str().unwrap_or("").to_string() } else { permissions.join(", ") };
         let s = |k: &str| g[k].as_str().unwrap_or("").to_string();
-        out.push_str(&format!("{:<40} {:<16} {:<12} {:<10} {:<22} {}\n", s("id"), s("agent_id"), s("tenant"), s("provider"), s("expires_at"), scope));
+        // A database session's grant names its database: `database_session:shop`.
+        let kind = match g["database"].as_str() {
+            Some(db) => format!("{}:{db}", s("kind")),
+            None => s("kind"),
+        };
+        out.push_str(&format!(
+            "{:<40} {:<24} {:<16} {:<12} {:<10} {:<22} {}\n",
+            s("id"),
+            kind,
+            s("agent_id"),
+            s("tenant"),
+            s("provider"),
+            s("expires_at"),
+            scope
+        ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grants_table;
+
+    #[test]
+    fn the_grants_table_shows_each_grants_kind_and_a_sessions_database() {
+        let value = serde_json::json!({"grants": [
+            {"id": "lease-1", "kind": "cached_lease", "agent_id": "agent-a", "tenant": "acme", "provider": "idp", "expires_at": "2026-12-01T01:00:00Z",
+             "scope": {"service": "github", "permissions": [{"action": "http:GET", "resource": "https://api.github.test/repos"}]}, "credential_scope": "repo.read"},
+            {"id": "lease-2", "kind": "database_session", "database": "shop", "session_id": "pgs-1", "agent_id": "agent-b", "tenant": "acme", "provider": "pg",
+             "expires_at": "2026-12-01T01:00:00Z", "scope": {"service": "postgres", "permissions": [{"action": "postgres:CONNECT", "resource": "postgres://127.0.0.1/shop"}]},
+             "credential_scope": "cb_agent_b"},
+        ]});
+        let table = grants_table(&value);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].contains("KIND") && lines[0].contains("AGENT"), "{table}");
+        assert!(
+            lines[1].starts_with("lease-1") && lines[1].contains(" cached_lease ") && lines[1].contains("http:GET https://api.github.test/repos"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains(" database_session:shop ") && lines[2].contains(" agent-b ") && lines[2].contains("postgres:CONNECT postgres://127.0.0.1/shop"),
+            "{table}"
+        );
+    }
 }
