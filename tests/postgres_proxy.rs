@@ -346,10 +346,11 @@ fn explain_sql_prints_each_statements_scope_and_decision() {
     assert!(v["statements"][0]["decision"]["reason"].as_str().unwrap().contains("unparseable"), "{v:#}");
 }
 
-/// With per-connection identities (jwt, mtls) the listener would hand out the sidecar identity to
-/// whoever connects: the config is refused instead.
+/// Per-connection identities (jwt, mtls) are served by the listener (tests/postgres_identity.rs):
+/// such a config is accepted, and the listener must still be on loopback (a jwt is sent there as a
+/// cleartext password).
 #[test]
-fn databases_need_the_sidecar_identity_mode() {
+fn databases_take_per_connection_identity_modes_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
     std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).unwrap();
@@ -358,11 +359,16 @@ fn databases_need_the_sidecar_identity_mode() {
         dir.path().display()
     );
     let yaml = config_yaml_for_port(dir.path(), 5432).replace("identity: {agent_id: agent-7, tenant: acme}", &jwt);
-    std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+    std::fs::write(dir.path().join("config.yaml"), &yaml).unwrap();
+    let out = support::broker::cli(&["check-config", dir.path().join("config.yaml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exposed = yaml.replace("    listen: \"127.0.0.1:0\"\n    upstream", "    listen: \"0.0.0.0:0\"\n    upstream");
+    assert_ne!(exposed, yaml);
+    std::fs::write(dir.path().join("config.yaml"), exposed).unwrap();
     let out = support::broker::cli(&["check-config", dir.path().join("config.yaml").to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("databases") && stderr.contains("identity.mode sidecar"), "{stderr}");
+    assert!(stderr.contains("databases[0].listen") && stderr.contains("must be on loopback"), "{stderr}");
 }
 
 /// pgbench through the broker against the same server directly, as tps ratios (select-only and

@@ -74,14 +74,29 @@ impl AgentIdentities {
         }
         match &self.verifier {
             Verifier::Sidecar => Ok(self.sidecar.clone()),
-            Verifier::Jwt(verifier) => {
-                let token = bearer_token(headers)?;
-                let agent =
-                    verifier.verify(token, SystemTime::now()).await.map_err(|reason| IdentityError::Invalid(format!("identity token rejected: {reason}")))?;
-                Ok(Arc::new(self.agent(agent.agent_id, agent.tenant, "jwt")))
-            }
+            Verifier::Jwt(_) => self.for_token(bearer_token(headers)?).await,
             Verifier::Mtls(_) => Err(IdentityError::Invalid("agents identify by client certificate: use the TLS proxy listener".into())),
         }
+    }
+
+    /// The sidecar's identity, when that is every connection's (`identity.mode: sidecar`).
+    pub fn sidecar(&self) -> Option<Arc<Identity>> {
+        matches!(self.verifier, Verifier::Sidecar).then(|| self.sidecar.clone())
+    }
+
+    /// Whether agents identify with a JWT (`identity.mode: jwt`).
+    pub fn takes_tokens(&self) -> bool {
+        matches!(self.verifier, Verifier::Jwt(_))
+    }
+
+    /// The identity a JWT proves, verified as a `Proxy-Authorization` bearer token is (the
+    /// Postgres listener takes it as the password). Reasons never quote the token.
+    pub async fn for_token(&self, token: &str) -> Result<Arc<Identity>, IdentityError> {
+        let Verifier::Jwt(verifier) = &self.verifier else {
+            return Err(IdentityError::Invalid("agents do not identify by token here (identity.mode is not jwt)".into()));
+        };
+        let agent = verifier.verify(token, SystemTime::now()).await.map_err(|reason| IdentityError::Invalid(format!("identity token rejected: {reason}")))?;
+        Ok(Arc::new(self.agent(agent.agent_id, agent.tenant, "jwt")))
     }
 
     /// The identity an mTLS client certificate names.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -18,6 +19,9 @@ use crate::config::MtlsSettings;
 /// Terminates TLS on the proxy port and names the agent behind each connection.
 pub struct MtlsListener {
     acceptor: TlsAcceptor,
+    /// The Postgres listener's: same certificate and client CA, ALPN `postgresql`, and a handshake
+    /// without a client certificate completes, so the agent can be told why in a `FATAL`.
+    postgres: TlsAcceptor,
     settings: MtlsSettings,
 }
 
@@ -37,31 +41,63 @@ impl MtlsListener {
             .with_context(|| format!("identity.mtls.client_ca_file {}", settings.client_ca_file.display()))?;
         let (added, _) = roots.add_parsable_certificates(cas);
         anyhow::ensure!(added > 0, "identity.mtls.client_ca_file {}: no CA certificate in it", settings.client_ca_file.display());
+        let roots = Arc::new(roots);
         let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().context("building the client certificate verifier")?;
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build().context("building the client certificate verifier")?;
+        let optional = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .context("building the client certificate verifier")?;
         let chain = CertificateDer::pem_file_iter(&settings.cert_file)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .with_context(|| format!("identity.mtls.cert_file {}", settings.cert_file.display()))?;
         let key = PrivateKeyDer::from_pem_file(&settings.key_file).with_context(|| format!("identity.mtls.key_file {}", settings.key_file.display()))?;
+        let mut postgres = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(optional)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .context("identity.mtls: the certificate and key do not form a usable pair")?;
+        postgres.alpn_protocols = vec![b"postgresql".to_vec()];
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .context("identity.mtls: the certificate and key do not form a usable pair")?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(MtlsListener { acceptor: TlsAcceptor::from(Arc::new(config)), settings })
+        Ok(MtlsListener { acceptor: TlsAcceptor::from(Arc::new(config)), postgres: TlsAcceptor::from(Arc::new(postgres)), settings })
     }
 
     /// Handshake (a verified client certificate is required) and read the agent from it.
     pub async fn accept(&self, stream: TcpStream, timeout: Duration) -> Result<(TlsStream<TcpStream>, CertifiedAgent), String> {
-        let tls = match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
-            Err(_) => return Err("TLS handshake timed out".into()),
-        };
-        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
-        let agent = certified_agent(leaf.as_ref(), &self.settings)?;
+        let tls = handshake(&self.acceptor, stream, timeout).await?;
+        let agent = self.agent(&tls)?;
         Ok((tls, agent))
+    }
+
+    /// The Postgres listener's handshake, after `SSLRequest`: a certificate that is presented
+    /// must verify (else the handshake fails), but a missing one is left for the caller to refuse
+    /// inside TLS (the inner result), with a `FATAL` the agent can read.
+    pub async fn accept_postgres<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        timeout: Duration,
+    ) -> Result<(TlsStream<S>, Result<CertifiedAgent, String>), String> {
+        let tls = handshake(&self.postgres, stream, timeout).await?;
+        let agent = self.agent(&tls);
+        Ok((tls, agent))
+    }
+
+    fn agent<S>(&self, tls: &TlsStream<S>) -> Result<CertifiedAgent, String> {
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
+        certified_agent(leaf.as_ref(), &self.settings)
+    }
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(acceptor: &TlsAcceptor, stream: S, timeout: Duration) -> Result<TlsStream<S>, String> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+        Err(_) => Err("TLS handshake timed out".into()),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The Postgres listener: agents connect on loopback with no password; each session gets a user
-//! minted just for it, and every statement is checked against policy before it reaches the server.
+//! The Postgres listener: agents connect on loopback with no password (or, per `identity.mode`,
+//! with their JWT as the password or a client certificate); each session gets a user minted just
+//! for it, and every statement is checked against policy before it reaches the server.
 
 pub mod registry;
 pub mod session;

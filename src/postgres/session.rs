@@ -1,4 +1,4 @@
-//! One agent connection: startup without a password, a just-in-time user minted for the session,
+//! One agent connection: startup (the agent identified per `identity.mode`), a just-in-time user minted for the session,
 //! the upstream login, then a relay that checks every `Query` and `Parse` against policy.
 //!
 //! A denied statement is not answered out of band (that would race the server's answers to
@@ -12,8 +12,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use super::tls::UpstreamStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 use super::registry::Registration;
 use super::wire::{self, read_message, read_startup, WireError};
@@ -23,6 +23,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
 use crate::classify::{Permission, Scope};
 use crate::config::RetryConfig;
+use crate::identity::IdentityError;
 use crate::providers::retry::with_retries;
 use crate::providers::{Credential, CredentialProvider, Identity, Lease, MintRequest, SharedProvider};
 
@@ -30,15 +31,90 @@ use crate::providers::{Credential, CredentialProvider, Identity, Lease, MintRequ
 /// `role` or `search_path`, `replication` would open a replication session.
 const FORWARDED_PARAMETERS: &[&str] = &["application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "extra_float_digits"];
 
+/// How the agent of a connection is known, per `identity.mode`.
+enum Proof {
+    /// Sidecar mode: the configured identity; or the verified client certificate (mtls mode).
+    Known(Arc<Identity>),
+    /// mtls mode, and the TLS connection carries no usable client certificate.
+    Refused(IdentityError),
+    /// jwt mode: the password is the agent's JWT.
+    Token,
+}
+
 /// Serve one agent connection to the end: accepted on the database's listener, or redirected to
-/// the transparent listener and replayed from its first byte.
+/// the transparent listener and replayed from its first byte. With `identity.mode: mtls` the
+/// connection must start with `SSLRequest` and a TLS handshake naming the agent by certificate.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, mut agent: S) {
     let session_id = format!("pgs-{}", uuid::Uuid::now_v7().simple());
-    match start(&broker, &db, &keys, &mut agent, &session_id).await {
-        Ok(Some((upstream, mut lease, provider))) => {
+    if let Some(identity) = broker.identities.sidecar() {
+        return serve_as(broker, db, keys, agent, session_id, Proof::Known(identity)).await;
+    }
+    if broker.identities.takes_tokens() {
+        return serve_as(broker, db, keys, agent, session_id, Proof::Token).await;
+    }
+    let Some(mtls) = broker.identities.mtls() else { return };
+    loop {
+        let packet = match read_startup(&mut agent).await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        match packet.code {
+            wire::GSSENC_REQUEST => {
+                if agent.write_all(b"N").await.is_err() {
+                    return;
+                }
+            }
+            wire::CANCEL_REQUEST => return forward_cancel(&db, &keys, &packet.body).await,
+            wire::SSL_REQUEST => {
+                if agent.write_all(b"S").await.is_err() || agent.flush().await.is_err() {
+                    return;
+                }
+                let (tls, certified) = match mtls.accept_postgres(agent, broker.config.limits.header_read_timeout).await {
+                    Ok(accepted) => accepted,
+                    Err(reason) => {
+                        // A certificate that does not verify fails the handshake itself: no
+                        // channel is left to say more than the TLS alert.
+                        let e = IdentityError::Invalid(format!("client certificate refused: {reason}"));
+                        crate::pipeline::audit_identity_refusal(&broker, &session_id, Some(&format!("database:{}", db.name)), &e);
+                        tracing::warn!(session = %session_id, database = %db.name, %reason, "refused a postgres connection without a valid client certificate");
+                        return;
+                    }
+                };
+                let proof = match certified {
+                    Ok(agent) => Proof::Known(broker.identities.for_certificate(agent)),
+                    Err(reason) => Proof::Refused(IdentityError::Missing(format!(
+                        "this listener requires a client certificate naming the agent (sslmode=require sslcert=… sslkey=…): {reason}"
+                    ))),
+                };
+                return serve_as(broker, db, keys, tls, session_id, proof).await;
+            }
+            _ => {
+                // A cleartext startup: nobody is named. Refused like a missing certificate.
+                let e =
+                    IdentityError::Missing("this listener requires TLS with a client certificate naming the agent (sslmode=require sslcert=… sslkey=…)".into());
+                crate::pipeline::audit_identity_refusal(&broker, &session_id, Some(&format!("database:{}", db.name)), &e);
+                tracing::warn!(session = %session_id, database = %db.name, "refused a cleartext postgres connection: this listener requires mTLS");
+                let _ = agent.write_all(&wire::error_response("FATAL", "28000", &format!("credential-broker: {e}"))).await;
+                let _ = agent.flush().await;
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    broker: Arc<Broker>,
+    db: Arc<DatabaseListener>,
+    keys: CancelKeys,
+    mut agent: S,
+    session_id: String,
+    proof: Proof,
+) {
+    match start(&broker, &db, &keys, &mut agent, &session_id, proof).await {
+        Ok(Some((upstream, mut lease, provider, identity))) => {
             // Listed by `GET /v1/grants` while it lives; a revoke through the API ends it.
             let registration = broker.sessions.register(&lease, &db.name, &session_id, &connect_scope(&db));
-            let session = Session { broker: broker.clone(), db: db.clone(), identity: broker.identity.clone(), session_id: session_id.clone() };
+            let session = Session { broker: broker.clone(), db: db.clone(), identity: (*identity).clone(), session_id: session_id.clone() };
             let mut key = None;
             let stopped = registration.stopped();
             let ending = async {
@@ -63,14 +139,67 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
             }
         }
         Ok(None) => {}
-        Err(message) => {
-            tracing::warn!(session = %session_id, database = %db.name, error = %message, "postgres session refused");
-            let _ = agent.write_all(&wire::error_response("FATAL", "08004", &format!("credential-broker: {message}"))).await;
+        Err(Refusal { code, message }) => {
+            tracing::warn!(session = %session_id, database = %db.name, error = %message, code, "postgres session refused");
+            let _ = agent.write_all(&wire::error_response("FATAL", code, &format!("credential-broker: {message}"))).await;
+            let _ = agent.flush().await;
         }
     }
 }
 
-type Started = (UpstreamStream, Lease, SharedProvider);
+type Started = (UpstreamStream, Lease, SharedProvider, Arc<Identity>);
+
+/// Why a session does not start: the SQLSTATE of the agent's `FATAL` and the reason.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Refusal {
+        Refusal { code: "08004", message }
+    }
+}
+
+/// The agent's identity for this session, or an audited refusal (SQLSTATE 28000).
+///
+/// In jwt mode the listener asks for a password in cleartext (`AuthenticationCleartextPassword`)
+/// and the password is the agent's JWT, verified as a `Proxy-Authorization` bearer token is. Not
+/// SCRAM or MD5: those prove knowledge of a password the server already holds without sending it,
+/// and the broker holds no per-agent secret; it must see the token itself to check its signature
+/// and claims. The listener is on loopback (in the pod), so the token does not cross the network.
+async fn identify<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: &Broker,
+    db: &DatabaseListener,
+    agent: &mut S,
+    session_id: &str,
+    proof: Proof,
+) -> Result<Arc<Identity>, Refusal> {
+    let result = match proof {
+        Proof::Known(identity) => return Ok(identity),
+        Proof::Refused(e) => Err(e),
+        Proof::Token => {
+            agent.write_all(&wire::authentication_cleartext_password()).await.map_err(|e| e.to_string())?;
+            agent.flush().await.map_err(|e| e.to_string())?;
+            let missing = || IdentityError::Missing("this listener requires the agent's identity token (JWT) as the password, e.g. PGPASSWORD=<JWT>".into());
+            match read_message(agent).await {
+                Ok(m) if m.tag == b'p' => match wire::cstr(m.body()) {
+                    Ok((token, _)) if !token.is_empty() => broker.identities.for_token(token).await,
+                    Ok(_) => Err(missing()),
+                    Err(_) => Err(IdentityError::Invalid("malformed password message".into())),
+                },
+                // libpq without a password hangs up rather than answer.
+                Err(WireError::Closed) => Err(missing()),
+                Ok(_) => Err(IdentityError::Invalid("expected a password message".into())),
+                Err(e) => return Err(e.to_string().into()),
+            }
+        }
+    };
+    result.map_err(|e| {
+        crate::pipeline::audit_identity_refusal(broker, session_id, Some(&format!("database:{}", db.name)), &e);
+        Refusal { code: "28000", message: e.to_string() }
+    })
+}
 
 /// Startup to `AuthenticationOk`: `Ok(None)` when the agent went away or only asked to cancel.
 async fn start<S: AsyncRead + AsyncWrite + Unpin>(
@@ -79,12 +208,13 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     keys: &CancelKeys,
     agent: &mut S,
     session_id: &str,
-) -> Result<Option<Started>, String> {
+    proof: Proof,
+) -> Result<Option<Started>, Refusal> {
     let startup = loop {
         let packet = match read_startup(agent).await {
             Ok(p) => p,
             Err(WireError::Closed) => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string().into()),
         };
         match packet.code {
             // No TLS on the loopback listener: the agent goes on in cleartext.
@@ -94,37 +224,40 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(None);
             }
             wire::PROTOCOL_3_0 => break packet,
-            other => return Err(format!("unsupported protocol version {other}")),
+            other => return Err(format!("unsupported protocol version {other}").into()),
         }
     };
     let params = startup.parameters().map_err(|e| e.to_string())?;
+    // Who is asking is settled first: no identity, no mint and no upstream connection.
+    let identity = identify(broker, db, agent, session_id, proof).await?;
     if let Some((_, asked)) = params.iter().find(|(k, _)| k == "database") {
         if asked != &db.database {
-            return Err(format!("this listener serves database {:?} only, not {asked:?}", db.database));
+            return Err(format!("this listener serves database {:?} only, not {asked:?}", db.database).into());
         }
     }
     let mut forwarded: Vec<(String, String)> = params.into_iter().filter(|(k, _)| FORWARDED_PARAMETERS.contains(&k.as_str())).collect();
     forwarded.push(("database".into(), db.database.clone()));
 
     let provider = broker.providers.get(&db.provider).cloned().ok_or_else(|| format!("provider {:?} is not configured", db.provider))?;
-    let lease = mint(broker, db, &provider, session_id).await?;
+    let lease = mint(broker, db, &provider, session_id, &identity).await?;
     let Credential::Password { username, password } = &lease.credential else {
-        return Err(format!("provider {:?} does not mint database logins", db.provider));
+        return Err(format!("provider {:?} does not mint database logins", db.provider).into());
     };
     let upstream = match upstream::login(db, username, password, &forwarded).await {
         Ok(s) => s,
         Err(e) => {
             let _ = provider.revoke(&lease).await;
-            return Err(e.to_string());
+            return Err(e.to_string().into());
         }
     };
     agent.write_all(&wire::authentication_ok()).await.map_err(|e| e.to_string())?;
-    Ok(Some((upstream, lease, provider)))
+    agent.flush().await.map_err(|e| e.to_string())?;
+    Ok(Some((upstream, lease, provider, identity)))
 }
 
-/// A fresh user for this session: retried, alerted on failure, recorded before use.
-async fn mint(broker: &Arc<Broker>, db: &DatabaseListener, provider: &SharedProvider, session_id: &str) -> Result<Lease, String> {
-    let identity = broker.identity.clone();
+/// A fresh user for this session, for the agent `identity`: retried, alerted on failure, recorded before use.
+async fn mint(broker: &Arc<Broker>, db: &DatabaseListener, provider: &SharedProvider, session_id: &str, identity: &Identity) -> Result<Lease, String> {
+    let identity = identity.clone();
     let scope = connect_scope(db);
     let req = MintRequest {
         credential_scope: provider.credential_scope(&scope, "CONNECT"),

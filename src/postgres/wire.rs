@@ -159,6 +159,11 @@ pub fn authentication_ok() -> BytesMut {
     frame(b'R', &0i32.to_be_bytes())
 }
 
+/// `AuthenticationCleartextPassword`: the agent answers with a `PasswordMessage` (`p`).
+pub fn authentication_cleartext_password() -> BytesMut {
+    frame(b'R', &3i32.to_be_bytes())
+}
+
 /// The fields of an `ErrorResponse` or `NoticeResponse` body: (field type, value).
 pub fn error_fields(mut body: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();

@@ -16,11 +16,8 @@ pub(super) fn validate(
     base: &Path,
     upstream_ca: Option<&Path>,
 ) -> Vec<DatabaseConfig> {
-    // Postgres sessions run as the sidecar identity; with per-connection identities an agent
-    // would get it without presenting anything.
-    if !raw.is_empty() && !matches!(identity, IdentityMode::Sidecar) {
-        p.add("databases", "the Postgres listener has no per-connection agent identity yet: it needs identity.mode sidecar");
-    }
+    // Every identity mode is served (crate::postgres::session): sidecar (the configured
+    // identity), jwt (the agent's token as the password) and mtls (TLS with a client certificate).
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
     for (i, d) in raw.into_iter().enumerate() {
@@ -29,9 +26,14 @@ pub(super) fn validate(
             p.add(format!("{path}.name"), format!("{:?} is empty or not unique", d.name));
         }
         let listen = socket_addr(p, &format!("{path}.listen"), &d.listen);
-        // The agent side has no password: only processes of this pod may reach it.
-        if listen.is_some_and(|a| !a.ip().is_loopback()) {
-            p.add(format!("{path}.listen"), "agents log in without a password, so the listener must be on loopback");
+        // Only processes of this pod may reach it: in sidecar mode agents log in without a
+        // password, in jwt mode the token is sent as a cleartext password. In mtls mode every
+        // connection is TLS with a verified client certificate, so it may face the network.
+        if listen.is_some_and(|a| !a.ip().is_loopback()) && !matches!(identity, IdentityMode::Mtls(_)) {
+            p.add(
+                format!("{path}.listen"),
+                "agents log in without a password (identity.mode sidecar) or with their token in cleartext (jwt), so the listener must be on loopback (only mtls may listen beyond it)",
+            );
         }
         let upstream_host = match d.upstream.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Some(host.trim_start_matches('[').trim_end_matches(']').to_string()),
@@ -50,9 +52,10 @@ pub(super) fn validate(
                 format!("{path}.provider"),
                 format!("vault provider {:?} reads a KV secret, not database logins: give it a `database: {{mount, role}}` engine", d.provider),
             ),
-            Some(other) => {
-                p.add(format!("{path}.provider"), format!("a {} provider cannot mint database logins; use postgres_native or vault with a database engine", other.kind()))
-            }
+            Some(other) => p.add(
+                format!("{path}.provider"),
+                format!("a {} provider cannot mint database logins; use postgres_native or vault with a database engine", other.kind()),
+            ),
             None => p.add(format!("{path}.provider"), format!("unknown provider {:?}", d.provider)),
         }
         let mut tls = postgres_tls::parse(p, &path, base, d.sslmode, d.sslrootcert);
