@@ -277,8 +277,9 @@ fn two_agents_through_one_broker_get_their_own_users_and_policy_decisions() {
 #[test]
 fn missing_invalid_or_expired_tokens_are_refused_before_any_user_is_minted() {
     let s = Setup::jwt();
-    // psql with no password at all hangs up when asked for one.
-    let out = s.psql(&[], "SELECT 1;\n");
+    // psql with no password at all hangs up when asked for one (-w: it would otherwise prompt,
+    // and with no terminal try again with an empty one).
+    let out = psql_command().args(["-w", "-h", "127.0.0.1", "-p", &s.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", "SELECT 1"]).output().unwrap();
     let (_, stderr) = text(&out);
     assert!(!out.status.success() && stderr.contains("no password supplied"), "{stderr}");
 
@@ -409,9 +410,30 @@ fn mtls_agents_are_named_by_their_client_certificate() {
     let out = run(None, "disable");
     let (_, stderr) = text(&out);
     assert!(!out.status.success() && stderr.contains("FATAL:  credential-broker: this listener requires TLS with a client certificate"), "{stderr}");
-    let refusals = s.identity_refusals(2);
-    assert_eq!(refusals.len(), 2, "{refusals:#?}");
-    assert!(refusals.iter().all(|r| r["route"] == "database:shop" && r["details"]["code"] == "identity_required"), "{refusals:#?}");
+    // A certificate of the trusted CA that names no agent (no SPIFFE ID).
+    let (crt, key) = s.ca.leaf_files(d, "nameless", vec![SanType::DnsName("agent.test".try_into().unwrap())], true);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = run(Some(&(crt, key)), "verify-ca");
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("FATAL:  credential-broker: client certificate refused: client certificate must carry exactly one SPIFFE ID"),
+        "{stderr}"
+    );
+    // A certificate from another CA fails the TLS handshake itself.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_ca = TestCa::new(other_dir.path());
+    let spiffe = "spiffe://cluster.local/ns/acme/sa/agent-a";
+    let (crt, key) = other_ca.leaf_files(other_dir.path(), "stranger", vec![SanType::URI(spiffe.try_into().unwrap())], true);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = run(Some(&(crt, key)), "verify-ca");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stdout.is_empty(), "{stdout}\n{stderr}");
+    let refusals = s.identity_refusals(4);
+    assert_eq!(refusals.len(), 4, "{refusals:#?}");
+    assert!(refusals.iter().all(|r| r["route"] == "database:shop"), "{refusals:#?}");
+    let codes: Vec<&str> = refusals.iter().map(|r| r["details"]["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["identity_required", "identity_required", "identity_invalid", "identity_invalid"], "{refusals:#?}");
+    assert!(refusals[3]["reason"].as_str().unwrap().contains("TLS handshake failed"), "{refusals:#?}");
     assert_eq!(issued(&s.audit_records()).len(), 2, "the refused connections minted nothing");
 
     // Every connection being TLS with a verified client certificate, an mtls listener may face

@@ -82,9 +82,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
                 };
                 let proof = match certified {
                     Ok(agent) => Proof::Known(broker.identities.for_certificate(agent)),
-                    Err(reason) => Proof::Refused(IdentityError::Missing(format!(
+                    Err(reason) if no_client_certificate(&tls) => Proof::Refused(IdentityError::Missing(format!(
                         "this listener requires a client certificate naming the agent (sslmode=require sslcert=… sslkey=…): {reason}"
                     ))),
+                    // Verified, but it names no agent (no or several SPIFFE IDs, another trust domain).
+                    Err(reason) => Proof::Refused(IdentityError::Invalid(format!("client certificate refused: {reason}"))),
                 };
                 return serve_as(broker, db, keys, tls, session_id, proof).await;
             }
@@ -100,6 +102,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
             }
         }
     }
+}
+
+/// Whether the agent presented no client certificate in the handshake.
+fn no_client_certificate<S>(tls: &tokio_rustls::server::TlsStream<S>) -> bool {
+    tls.get_ref().1.peer_certificates().is_none_or(|c| c.is_empty())
 }
 
 async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
