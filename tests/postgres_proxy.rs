@@ -274,6 +274,28 @@ fn no_credential_no_session() {
     assert!(!server_log.contains("user=cb_agent") && !server_log.contains("user=agent"), "an agent session reached the server:\n{server_log}");
 }
 
+/// A connection that never finishes its startup does not hold a slot for ever: after
+/// `limits.header_read_timeout_ms` the agent is told why and the connection is closed, and the
+/// listener goes on serving.
+#[test]
+fn a_silent_startup_is_cut_off_and_the_listener_keeps_serving() {
+    use std::io::{Read, Write};
+    let proxy = Proxy::start_with(|yaml| format!("{yaml}limits: {{header_read_timeout_ms: 500}}\n"));
+    let addr = proxy.broker.addresses.databases["shop"];
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    // Half a startup packet (a length promising more), then nothing.
+    silent.write_all(&[0, 0, 0, 40, 0, 3]).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    silent.read_to_end(&mut answer).expect("the broker closed the connection");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off only after {:?}", started.elapsed());
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with('E') && answer.contains("the agent sent nothing for 500ms during startup"), "{answer:?}");
+    let out = proxy.psql("SELECT count(*) FROM orders;\n");
+    assert_eq!(text(&out).0.trim(), "2", "{:?}", text(&out));
+}
+
 /// Ctrl-C in psql sends a `CancelRequest` to the broker, which passes it to the server.
 #[test]
 fn a_cancel_request_reaches_the_server() {

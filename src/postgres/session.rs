@@ -54,7 +54,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
     }
     let Some(mtls) = broker.identities.mtls() else { return };
     loop {
-        let packet = match read_startup(&mut agent).await {
+        let packet = match startup_read(&broker, read_startup(&mut agent)).await {
             Ok(p) => p,
             Err(_) => return,
         };
@@ -102,6 +102,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
             }
         }
     }
+}
+
+/// Reads from the agent before its session exists (startup packets, the password) are bounded by
+/// `limits.header_read_timeout`: a connection that says nothing would otherwise hold one of the
+/// listener's connection slots for ever.
+async fn startup_read<T>(broker: &Broker, read: impl Future<Output = Result<T, WireError>>) -> Result<T, WireError> {
+    let limit = broker.config.limits.header_read_timeout;
+    tokio::time::timeout(limit, read).await.unwrap_or(Err(WireError::Silent(limit)))
 }
 
 /// Whether the agent presented no client certificate in the handshake.
@@ -189,7 +197,7 @@ async fn identify<S: AsyncRead + AsyncWrite + Unpin>(
             agent.write_all(&wire::authentication_cleartext_password()).await.map_err(|e| e.to_string())?;
             agent.flush().await.map_err(|e| e.to_string())?;
             let missing = || IdentityError::Missing("this listener requires the agent's identity token (JWT) as the password, e.g. PGPASSWORD=<JWT>".into());
-            match read_message(agent).await {
+            match startup_read(broker, read_message(agent)).await {
                 Ok(m) if m.tag == b'p' => match wire::cstr(m.body()) {
                     Ok((token, _)) if !token.is_empty() => broker.identities.for_token(token).await,
                     Ok(_) => Err(missing()),
@@ -218,7 +226,7 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     proof: Proof,
 ) -> Result<Option<Started>, Refusal> {
     let startup = loop {
-        let packet = match read_startup(agent).await {
+        let packet = match startup_read(broker, read_startup(agent)).await {
             Ok(p) => p,
             Err(WireError::Closed) => return Ok(None),
             Err(e) => return Err(e.to_string().into()),

@@ -22,6 +22,8 @@ pub enum WireError {
     Io(#[from] std::io::Error),
     #[error("malformed message: {0}")]
     Malformed(&'static str),
+    #[error("the agent sent nothing for {0:?} during startup")]
+    Silent(std::time::Duration),
 }
 
 /// One startup packet: its code and the bytes after it.
