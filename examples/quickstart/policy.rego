@@ -16,3 +16,20 @@ decision := {"allow": true, "reason": "the demo agent's bucket", "ttl_seconds": 
 	some prefix in {"arn:aws:s3:::demo-agent-data", "arn:aws:s3:::demo-agent-data/"}
 	startswith(input.scope.resource, prefix)
 }
+
+# Postgres (every statement, per table): orders may be read; customers holds personal data and is
+# off limits whatever the statement; deleting needs a human. The rules never overlap.
+decision := {"allow": true, "reason": "the agent may read orders"} if {
+	input.scope.action == "postgres:SELECT"
+	endswith(input.scope.resource, "/shop/public.orders")
+}
+
+decision := {"allow": false, "reason": "customers holds personal data; agents may not touch it"} if {
+	startswith(input.scope.action, "postgres:")
+	endswith(input.scope.resource, "/shop/public.customers")
+}
+
+decision := {"allow": false, "reason": "deleting rows needs a human"} if {
+	input.scope.action == "postgres:DELETE"
+	not endswith(input.scope.resource, "/shop/public.customers")
+}

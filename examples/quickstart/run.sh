@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Quickstart: a local HTTPS API and OAuth2 token endpoint, moto as a local AWS, the broker in front
-# of them, and curl and the AWS CLI going through the broker holding only placeholders. Needs the
-# Rust toolchain; .ci/setup installs the rest (curl, a Python venv with moto and awscli).
+# Quickstart: a local HTTPS API and OAuth2 token endpoint, moto as a local AWS, PostgreSQL with
+# OpenBao's database secrets engine, the broker in front of them, and curl and the AWS CLI going
+# through the broker holding only placeholders, and psql with no password at all. Needs the Rust
+# toolchain; .ci/setup installs the rest (curl, PostgreSQL, a Python venv with moto, awscli and
+# OpenBao's bao).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=examples/quickstart
 
-echo "==> installing curl and a Python venv with moto + awscli if missing (.ci/setup)"
+echo "==> installing curl, PostgreSQL and a Python venv with moto, awscli and OpenBao if missing (.ci/setup)"
 .ci/setup
 echo "==> building (first run takes a few minutes)"
 cargo build --quiet --bin credential-broker --example demo-servers
@@ -14,14 +16,24 @@ cargo build --quiet --bin credential-broker --example demo-servers
 export DEMO_DIR
 DEMO_DIR="$(mktemp -d -t credential-broker-quickstart.XXXXXX)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# SIGTERM to each; demo-servers then stops PostgreSQL and OpenBao. Waited for, so nothing outlives the script.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 wait_for() { for _ in $(seq 1 300); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1" >&2; exit 1; }
 
-echo "==> starting the demo API and token endpoint"
+echo "==> starting the demo API and token endpoint, PostgreSQL and OpenBao (dev server, database secrets engine)"
 target/debug/examples/demo-servers "$DEMO_DIR" >"$DEMO_DIR/api.log" 2>&1 &
-pids+=($!)
+servers=$!
+pids+=("$servers")
+for _ in $(seq 1 600); do
+  [ -s "$DEMO_DIR/servers.env" ] && break
+  kill -0 "$servers" 2>/dev/null || { cat "$DEMO_DIR/api.log" >&2; echo "demo-servers exited" >&2; exit 1; }
+  sleep 0.1
+done
 wait_for "$DEMO_DIR/servers.env"
 set -a; . "$DEMO_DIR/servers.env"; set +a
 
@@ -78,6 +90,40 @@ env -i PATH="$PATH" HOME="$DEMO_DIR" AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_
   AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null HTTPS_PROXY="$proxy" AWS_CA_BUNDLE="$DEMO_DIR/broker-ca.crt" \
   .venv/bin/aws s3 ls s3://demo-agent-data 2>&1 | sed 's/^/  /' || true
 
+pg_port=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["databases"]["shop"].rsplit(":", 1)[1])' "$DEMO_DIR/addresses.json")
+echo
+echo "==> the agent: psql through the broker's Postgres listener (127.0.0.1:$pg_port), with no password at all"
+# No PGPASSWORD, no password file (PGPASSFILE names none), no service file: the broker has OpenBao
+# make a user for the session.
+agent_psql() {
+  env -u PGPASSWORD -u PGUSER -u PGSERVICE PGPASSFILE="$DEMO_DIR/no-pgpass" PGSERVICEFILE="$DEMO_DIR/no-pg-service" PGSSLMODE=disable \
+    psql -X -w -v VERBOSITY=verbose -h 127.0.0.1 -p "$pg_port" -d shop -c "$1" 2>&1 | grep -v '^LOCATION:'
+}
+refused() {
+  echo "\$ psql -h 127.0.0.1 -p $pg_port -d shop -c '$1'    # the policy says no"
+  out=$(agent_psql "$1") && { echo "$out"; echo "expected a refusal" >&2; exit 1; }
+  echo "$out" | sed 's/^/  /'
+  grep -q 'ERROR:  42501: permission denied by credential-broker: ' <<<"$out" || { echo "expected the broker's 42501" >&2; exit 1; }
+}
+sql='SELECT current_user, count(*) FROM orders'
+echo "\$ psql -h 127.0.0.1 -p $pg_port -d shop -c '$sql'"
+out=$(agent_psql "$sql") || { echo "$out"; exit 1; }
+echo "$out"
+session_user=$(grep -o ' v-[^ ]*' <<<"$out" | tr -d ' ') || { echo "expected a user made by OpenBao (v-…)" >&2; exit 1; }
+refused 'DELETE FROM orders'
+refused 'SELECT * FROM customers'
+echo
+echo "==> the sessions are over: the broker revoked their leases and OpenBao dropped the users (the DBA's view)"
+pg_superuser() {
+  env -u PGUSER -u PGSERVICE PGPASSFILE="$DEMO_DIR/no-pgpass" PGPASSWORD="$(cat "$DEMO_PG_ADMIN_PASSWORD_FILE")" PGSSLMODE=disable \
+    psql -X "$@" -h 127.0.0.1 -p "${DEMO_PG_ADDR##*:}" -U "$DEMO_PG_SUPERUSER" -d shop
+}
+vault_users="SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%'"
+for _ in $(seq 1 100); do [ -z "$(pg_superuser -A -t -c "$vault_users")" ] && break; sleep 0.1; done
+echo "\$ PGPASSWORD=<superuser's> psql -h 127.0.0.1 -p ${DEMO_PG_ADDR##*:} -U $DEMO_PG_SUPERUSER -d shop -c \"$vault_users\"    # the server itself, not the broker"
+pg_superuser -c "$vault_users"
+[ -z "$(pg_superuser -A -t -c "$vault_users")" ] || { echo "OpenBao's users outlived their sessions" >&2; exit 1; }
+
 echo
 echo "==> audit log: $DEMO_DIR/audit.jsonl"
 cat "$DEMO_DIR/audit.jsonl"
@@ -90,6 +136,16 @@ for line in open(sys.argv[1]):
     if r["event"] == "issue" and r["scope"]["permissions"][0]["action"] == "s3:PutObject":
         print(json.dumps(json.loads(r["credential_scope"]), indent=2)); print("role:", r["details"]["role_arn"])
 ' "$DEMO_DIR/audit.jsonl"
+echo
+echo "==> the issuance for the psql session that ran as $session_user (Vault's lease id, the user, its expiry; no password):"
+python3 -c '
+import json, sys
+found = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["event"] == "issue" and json.loads(l).get("details", {}).get("username") == sys.argv[2]]
+assert len(found) == 1, found
+r = found[0]
+assert "password" not in json.dumps(r), r
+print(json.dumps({k: r[k] for k in ("event", "request_id", "agent_id", "route", "scope", "credential_scope", "provider", "lease_id", "expiry", "details")}, indent=2))
+' "$DEMO_DIR/audit.jsonl" "$session_user"
 echo
 target/debug/credential-broker audit verify "$DEMO_DIR/audit.jsonl"
 echo
