@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::SanType;
 use support::broker::Broker;
+use support::clients::{text, wait_output};
 use support::jwt::{TestIssuer, AUDIENCE, ISSUER};
 use support::pki::TestCa;
 use support::postgres::{psql_command, Postgres, DATABASE, SUPERUSER};
@@ -179,22 +180,6 @@ logging: {{format: json}}
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn wait_output(mut child: Child, within: Duration) -> Output {
-    let deadline = Instant::now() + within;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("psql did not end within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// A raw client: startup, answer the password request with `password`, and return the

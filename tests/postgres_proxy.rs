@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::broker::Broker;
+use support::clients::{text, wait_output};
 use support::postgres::{psql_command, Postgres, DATABASE, SUPERUSER};
 
 const POLICY: &str = r#"
@@ -159,10 +160,6 @@ logging: {{format: json}}
 "#,
         dir = dir.display(),
     )
-}
-
-fn text(out: &std::process::Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -424,20 +421,6 @@ fn pgbench_through_the_broker_vs_direct() {
             println!("{mode:12} clients={clients:>2} direct={direct:>9.1} tps broker={through:>9.1} tps ratio={:.2}", through / direct);
         }
     }
-}
-
-/// Waits (at most `within`) for a child to exit; its output.
-fn wait_output(mut child: std::process::Child, within: Duration) -> std::process::Output {
-    let deadline = Instant::now() + within;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("still running after {within:?}: {:?}", text(&out));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// After a revoke the user is gone, no backend of it is left, and the session did not revoke a

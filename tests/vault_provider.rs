@@ -19,6 +19,7 @@ use credential_broker::providers::retry::with_retries;
 use credential_broker::providers::vault::VaultProvider;
 use credential_broker::providers::{Credential, CredentialProvider, Identity, Lease, MintRequest};
 use support::broker::Broker;
+use support::clients::{text, wait_output};
 use support::jwt::TestIssuer;
 use support::openbao::{ec_jwk_to_pem, has_hex_run_of, OpenBao, PASSWORD_HEX_LEN};
 use support::postgres::{psql_command, Postgres, DATABASE};
@@ -115,10 +116,6 @@ fn login(lease: &Lease) -> (String, String) {
         Credential::Password { username, password } => (username.clone(), password.expose().to_string()),
         other => panic!("expected a password credential, got {other:?}"),
     }
-}
-
-fn text(out: &std::process::Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// The user reads orders directly (no broker) with the minted password.
@@ -554,19 +551,6 @@ fn wait_active(stack: &Stack, broker: &Broker, sql: &str) {
         assert!(Instant::now() < deadline, "{sql} never started:\n{}", broker.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn wait_output(mut child: std::process::Child, within: Duration) -> std::process::Output {
-    let deadline = Instant::now() + within;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("still running after {within:?}: {:?}", text(&out));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 fn start_broker_with_api(stack: &Stack) -> Broker {

@@ -1,7 +1,9 @@
-//! Real clients: curl and Python `requests`. A missing tool fails the test with what to install.
+//! Real clients: curl and Python `requests`, and what tests do with client processes. A missing
+//! tool fails the test with what to install.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn curl(args: &[&str]) -> Output {
     let out = Command::new("curl").args(["--silent", "--show-error", "--max-time", "30"]).args(args).output();
@@ -62,4 +64,24 @@ pub fn run_python(code: &str, env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("running python")
+}
+
+/// A finished client's (stdout, stderr) as text.
+pub fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Waits (at most `within`) for a client started in the background to exit; its output. Past
+/// `within` it is killed and the test fails with what it printed.
+pub fn wait_output(mut child: Child, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {within:?}: {:?}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
