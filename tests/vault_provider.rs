@@ -21,7 +21,7 @@ use credential_broker::providers::{Credential, CredentialProvider, Identity, Lea
 use support::broker::Broker;
 use support::clients::{text, wait_output};
 use support::jwt::TestIssuer;
-use support::openbao::{ec_jwk_to_pem, has_hex_run_of, OpenBao, PASSWORD_HEX_LEN};
+use support::openbao::{ec_jwk_to_pem, has_hex_run_of, OpenBao, BROKER_POLICY, PASSWORD_HEX_LEN};
 use support::postgres::{psql_command, Postgres, DATABASE};
 
 const POLICY: &str = r#"
@@ -216,6 +216,69 @@ async fn a_403_logs_in_again_with_a_fresh_token_file() {
     assert!(!denied.retryable && denied.message.contains("vault answered 403"), "{denied:?}");
 }
 
+/// A 403 for a token that can still look itself up is the broker's Vault policy saying no:
+/// permanent, and no new login (an AppRole login spends a `secret_id` use and mints a token), so
+/// the token and the users minted under it live on. A token revoked at Vault still makes the
+/// provider log in again, once. The secret id serves two logins: a third would fail with 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_403_for_a_valid_token_is_a_denial_and_no_new_login() {
+    let stack = Stack::start("5m", "1h");
+    let (role_id, secret_id) = stack.bao.approle_for(BROKER_POLICY, "10m", "1h", 2);
+    let auth = VaultAuth::AppRole { mount: "approle".into(), role_id, secret_id_file: stack.file("secret-id", &secret_id) };
+    let provider = stack.provider(auth.clone());
+    let tokens = || serde_json::from_str::<Vec<String>>(&stack.bao.bao(&["list", "-format=json", "auth/token/accessors"])).unwrap().len();
+    let lease = provider.mint(&request("agent-7")).await.unwrap();
+    let tokens_after_login = tokens();
+
+    // The operator takes the creds path out of the broker's policy (it applies to live tokens).
+    stack.bao.bao_stdin(&["policy", "write", BROKER_POLICY, "-"], "path \"sys/leases/revoke\" { capabilities = [\"update\"] }\n");
+    for _ in 0..3 {
+        let denied = provider.mint(&request("agent-8")).await.unwrap_err();
+        assert!(!denied.retryable, "{denied:?}");
+        assert!(denied.message.contains("reading database/creds/readonly: vault answered 403"), "{denied:?}");
+        assert!(denied.message.contains("check the broker's Vault policy"), "{denied:?}");
+        assert!(!denied.message.contains("approle login"), "a denial made the provider log in again: {denied:?}");
+    }
+    assert_eq!(tokens(), tokens_after_login, "a denial minted a new vault token");
+    // The token still serves (its lease renews, in Vault's default policy) and its user lives on.
+    assert!(provider.renew(&lease).await.unwrap().is_some());
+    assert_logs_in(&stack.pg, &lease);
+    stack.bao.broker_policy();
+    let second = provider.mint(&request("agent-8")).await.unwrap();
+    assert_logs_in(&stack.pg, &second);
+    assert_eq!(tokens(), tokens_after_login, "minting again took a new vault token");
+
+    // Revoked at Vault: the token can no longer look itself up, so one fresh login (the secret
+    // id's second and last use), and minting goes on.
+    stack.bao.bao(&["token", "revoke", "-mode=path", "auth/approle/login"]);
+    let third = provider.mint(&request("agent-7")).await.unwrap();
+    assert_logs_in(&stack.pg, &third);
+    provider.revoke(&third).await.unwrap();
+    // The secret id is used up: the provider logged in exactly twice.
+    let fresh = stack.provider(auth).mint(&request("agent-7")).await.unwrap_err();
+    assert!(fresh.message.contains("approle login at auth/approle: vault answered 400"), "{fresh:?}");
+}
+
+/// A token file briefly empty (Vault Agent rewriting it) or gone does not throw away the token in
+/// hand: when the renewal re-reads the file, the provider keeps the token, renews it, and minting
+/// goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_briefly_empty_keeps_the_current_token() {
+    let stack = Stack::start("5m", "1h");
+    let token = stack.bao.broker_token("15s");
+    let token_file = stack.file("vault-token", &token);
+    let provider = stack.provider(VaultAuth::Token { token_file: token_file.clone() });
+    let started = Instant::now();
+    provider.mint(&request("agent-7")).await.unwrap();
+    std::fs::write(&token_file, "").unwrap();
+    // Past 80% of the token's life (12 s): the renewal found the file empty.
+    tokio::time::sleep((started + Duration::from_secs(13)).saturating_duration_since(Instant::now())).await;
+    let lease = provider.mint(&request("agent-7")).await.expect("an empty token file threw away a valid token");
+    assert_logs_in(&stack.pg, &lease);
+    let lookup: serde_json::Value = serde_json::from_str(&stack.bao.bao(&["token", "lookup", "-format=json", &token])).unwrap();
+    assert!(lookup["data"]["ttl"].as_u64().unwrap() > 5, "the kept token was not renewed: {lookup}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn revoke_ends_the_users_sessions_and_it_can_no_longer_log_in() {
     let stack = Stack::start("5m", "1h");
@@ -252,6 +315,9 @@ async fn renew_extends_the_lease_until_the_roles_max_ttl() {
     let provider = stack.provider(stack.token_auth());
     let started = SystemTime::now();
     let lease = provider.mint(&request("agent-7")).await.unwrap();
+    // Vault counts max_ttl from the lease's creation, which is before the mint returned: bounds
+    // from here hold however slow the mint was.
+    let minted = SystemTime::now();
     assert_logs_in(&stack.pg, &lease);
     let first = lease.expires_at;
     assert!(first <= started + Duration::from_secs(7), "{first:?}");
@@ -267,12 +333,12 @@ async fn renew_extends_the_lease_until_the_roles_max_ttl() {
 
     // Within one increment (6 s) of max_ttl (14 s), Vault stops extending: the expiry it returns
     // is max_ttl, less than the increment away, and stays there.
-    tokio::time::sleep((started + Duration::from_secs(10)).duration_since(SystemTime::now()).unwrap_or_default()).await;
-    let max = started + Duration::from_secs(14);
+    tokio::time::sleep((minted + Duration::from_secs(10)).duration_since(SystemTime::now()).unwrap_or_default()).await;
+    let max = minted + Duration::from_secs(14);
     for _ in 0..2 {
         let capped = provider.renew(&lease).await.unwrap().unwrap();
         let now = SystemTime::now();
-        assert!(capped <= max + Duration::from_millis(1500), "renewed beyond max_ttl: {:?} after start", capped.duration_since(started).unwrap());
+        assert!(capped <= max + Duration::from_millis(1500), "renewed beyond max_ttl: {:?} after the mint", capped.duration_since(minted).unwrap());
         assert!(capped.duration_since(now).unwrap_or_default() < Duration::from_secs(5), "renewed by a full increment near max_ttl");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -654,19 +720,21 @@ async fn an_https_openbao_is_trusted_through_ca_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_brokers_token_is_renewed_so_its_leases_live_on_and_replaced_at_its_max_ttl() {
     let stack = Stack::start("5m", "1h");
-    let (role_id, secret_id) = stack.bao.approle_with("3s", "12s");
+    // A 10 s token is renewed at 8 s: 2 s of room for a busy machine.
+    let (role_id, secret_id) = stack.bao.approle_with("10s", "25s");
     let auth = VaultAuth::AppRole { mount: "approle".into(), role_id, secret_id_file: stack.file("secret-id", &secret_id) };
     let provider = stack.provider(auth);
     let started = Instant::now();
     let lease = provider.mint(&request("agent-7")).await.unwrap();
     let user = assert_logs_in(&stack.pg, &lease);
-    // Well past the token's 3 s TTL, with no call in between: the user is still there.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Well past the token's 10 s TTL (counted from the login, after `started`), with no call in
+    // between: the user is still there.
+    tokio::time::sleep((started + Duration::from_secs(14)).saturating_duration_since(Instant::now())).await;
     assert_logs_in(&stack.pg, &lease);
     assert!(provider.renew(&lease).await.unwrap().is_some());
-    // Past the token's 12 s max TTL: Vault revoked the old token and its lease (the user is
+    // Past the token's 25 s max TTL: Vault revoked the old token and its lease (the user is
     // dropped), and the provider minted under a fresh login.
-    tokio::time::sleep((started + Duration::from_secs(14)).saturating_duration_since(Instant::now())).await;
+    tokio::time::sleep((started + Duration::from_secs(26)).saturating_duration_since(Instant::now())).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while stack.pg.admin_sql(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")) != "0" {
         assert!(Instant::now() < deadline, "the old token's lease outlived the token");

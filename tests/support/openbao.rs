@@ -224,13 +224,21 @@ path "secret/data/agents/*" { capabilities = ["read"] }
     /// Like [`OpenBao::approle`], with the broker's tokens living `token_ttl`, renewable up to
     /// `token_max_ttl`.
     pub fn approle_with(&self, token_ttl: &str, token_max_ttl: &str) -> (String, String) {
+        self.approle_for(BROKER_POLICY, token_ttl, token_max_ttl, 0)
+    }
+
+    /// AppRole at `approle/`, role `broker` whose tokens carry `policy` and live `token_ttl`
+    /// (renewable up to `token_max_ttl`), and whose secret ids serve `secret_id_num_uses` logins
+    /// (0: any number), so a test can tell how often the broker logged in.
+    pub fn approle_for(&self, policy: &str, token_ttl: &str, token_max_ttl: &str, secret_id_num_uses: u32) -> (String, String) {
         self.bao(&["auth", "enable", "approle"]);
         self.bao(&[
             "write",
             "auth/approle/role/broker",
-            &format!("token_policies={BROKER_POLICY}"),
+            &format!("token_policies={policy}"),
             &format!("token_ttl={token_ttl}"),
             &format!("token_max_ttl={token_max_ttl}"),
+            &format!("secret_id_num_uses={secret_id_num_uses}"),
         ]);
         let role_id = self.bao(&["read", "-field=role_id", "auth/approle/role/broker/role-id"]);
         let secret_id = self.bao(&["write", "-f", "-field=secret_id", "auth/approle/role/broker/secret-id"]);

@@ -4,13 +4,22 @@
 //! database users minted under a token live no longer than it. The token is therefore **renewed**
 //! (`auth/token/renew-self`) at 80% of its time to live, by a background task too (a session
 //! renewing its lease once an hour must not find its user gone with a ten-minute token), for as
-//! long as Vault extends it. When Vault no longer does (the auth role's `token_max_ttl`), or
-//! answers 403, the broker **logs in again**; leases made under the old token still end with it.
+//! long as Vault extends it. When Vault no longer does (the auth role's `token_max_ttl`), or the
+//! token itself is no longer valid, the broker **logs in again**; leases made under the old token
+//! still end with it.
+//!
+//! A 403 on a call is not taken to mean the token is gone: the token looks itself up
+//! (`auth/token/lookup-self`). If it still can, the 403 is a real denial (the broker's Vault
+//! policy lacks the path) and permanent, with no new login (an AppRole login spends a `secret_id`
+//! use and mints a token). Only a token that can no longer look itself up (revoked, expired) is
+//! replaced, and such forced logins happen at most once per [`FORCED_LOGIN_INTERVAL`].
 //!
 //! `jwt` and `kubernetes` are one code path (`POST auth/<mount>/login {role, jwt}`); only the
 //! server side differs (signature keys vs. a TokenReview). The token file is read at each login,
 //! since a projected service-account token is rotated by the kubelet. A `token_file` is re-read
-//! every minute and after a 403, so a token rewritten by Vault Agent takes effect.
+//! every minute and after a 403 for a token that is no longer valid, so a token rewritten by
+//! Vault Agent takes effect; a file briefly unreadable or empty (being rewritten) keeps the
+//! current token.
 
 use std::future::Future;
 use std::path::Path;
@@ -29,6 +38,8 @@ use crate::config::VaultAuth;
 const TOKEN_FILE_RECHECK: Duration = Duration::from_secs(60);
 /// How often the keeper looks when there is nothing due (no token yet, or one that never expires).
 const IDLE_CHECK: Duration = Duration::from_secs(30);
+/// At most one login forced by a refused token per this interval; callers wait for it.
+const FORCED_LOGIN_INTERVAL: Duration = Duration::from_secs(3);
 
 /// The current token (in a vaultrs client), and when to act on it.
 pub(super) struct Session {
@@ -41,9 +52,9 @@ pub(super) struct Session {
 }
 
 struct State {
-    /// Bumped at each login; a 403 invalidates only the token it was answered for.
+    /// Bumped at each login; a refused token invalidates only the login it came from.
     generation: u64,
-    /// The client carrying the current token; None before the first login or after a 403.
+    /// The client carrying the current token; None before the first login or once it is invalid.
     current: Option<Arc<VaultClient>>,
     /// The current token itself, to tell whether a token file changed.
     token: Zeroizing<String>,
@@ -54,6 +65,8 @@ struct State {
     renew_at: Option<Instant>,
     /// A token file: look whether it changed from here on.
     file_check_at: Option<Instant>,
+    /// When a refused token last forced a login (rate limit).
+    forced_at: Option<Instant>,
 }
 
 impl State {
@@ -80,6 +93,7 @@ impl Session {
             renewable: false,
             renew_at: None,
             file_check_at: None,
+            forced_at: None,
         };
         let wake = Arc::new(Notify::new());
         let session = Arc::new(Session { auth, anonymous, state: Mutex::new(state), wake: wake.clone() });
@@ -140,7 +154,13 @@ impl Session {
         if let VaultAuth::Token { token_file } = &self.auth {
             match read_file("auth.token.token_file", token_file) {
                 Ok(token) if token == state.token => state.file_check_at = self.file_check_at(),
-                _ => return false,
+                Ok(_) => return false,
+                Err(e) => {
+                    // Being rewritten (Vault Agent), or briefly gone: the token in hand is still
+                    // good; look again at the next check. The message names the file, not the token.
+                    tracing::warn!(error = %e, "the broker's vault token file could not be read; keeping the current token");
+                    state.file_check_at = self.file_check_at();
+                }
             }
         }
         if state.renew_at.is_none_or(|at| Instant::now() < at) {
@@ -180,11 +200,36 @@ impl Session {
         }
     }
 
-    /// Vault refused the token of `generation` (403): the next call logs in again.
-    pub async fn invalidate(&self, generation: u64) {
+    /// The token of `generation` is no longer valid: the next call logs in again. Another caller
+    /// may have done this already (then nothing happens: one login serves them all); a forced
+    /// login less than [`FORCED_LOGIN_INTERVAL`] after the previous one waits (holding the state,
+    /// so concurrent callers wait with it).
+    async fn invalidate(&self, generation: u64) {
         let mut state = self.state.lock().await;
-        if state.generation == generation {
-            state.current = None;
+        if state.generation != generation || state.current.is_none() {
+            return;
+        }
+        if let Some(wait) = state.forced_at.map(|at| (at + FORCED_LOGIN_INTERVAL).saturating_duration_since(Instant::now())) {
+            if !wait.is_zero() {
+                tracing::info!(wait_ms = wait.as_millis() as u64, "the broker's vault token was refused again soon after a login; waiting before the next");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        state.forced_at = Some(Instant::now());
+        state.current = None;
+    }
+
+    /// Whether `client`'s token is still valid: it can look itself up (`auth/token/lookup-self`,
+    /// in Vault's default policy). Vault answers 403 for a revoked or expired token. Vault not
+    /// answering (or 5xx): the retryable error, since nothing can be concluded.
+    async fn token_valid(&self, client: &VaultClient) -> Result<bool, ProviderError> {
+        match call::<serde_json::Value>(client, reqwest::Method::GET, "auth/token/lookup-self", None, "looking up the broker's vault token").await {
+            Ok(_) => Ok(true),
+            Err(e) if e.error.retryable => Err(e.error),
+            Err(e) => {
+                tracing::info!(error = %e.error, "the broker's vault token is no longer valid");
+                Ok(false)
+            }
         }
     }
 
@@ -194,20 +239,24 @@ impl Session {
         state.current.as_ref().map(|_| state.check_at())
     }
 
-    /// Runs `op` with a current token; on 403 logs in once more and runs it again, since a
-    /// token can be revoked or expire early. A second 403 is a real denial (permanent).
+    /// Runs `op` with a current token. On 403 the token looks itself up: still valid, the 403 is
+    /// a denial (permanent, no new login); no longer valid (revoked, expired early), the provider
+    /// logs in once more (see [`Session::invalidate`]) and runs `op` again, where a 403 is a denial.
     pub async fn with_token<T, F, Fut>(&self, mut op: F) -> Result<T, ProviderError>
     where
         F: FnMut(Arc<VaultClient>) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
         let (client, generation) = self.authed().await?;
-        match op(client).await {
+        match op(client.clone()).await {
             Err(e) if e.forbidden() => {
-                tracing::info!(error = %e.error, "vault answered 403; logging in again");
+                if self.token_valid(&client).await? {
+                    return Err(denied(e));
+                }
+                tracing::info!(error = %e.error, "vault answered 403 and the broker's token is no longer valid; logging in again");
                 self.invalidate(generation).await;
                 let (client, _) = self.authed().await?;
-                op(client).await.map_err(ProviderError::from)
+                op(client).await.map_err(|e| if e.forbidden() { denied(e) } else { e.error })
             }
             other => other.map_err(ProviderError::from),
         }
@@ -267,6 +316,11 @@ impl Session {
             }
         }
     }
+}
+
+/// A 403 for a valid token: the broker's Vault policy does not allow the call.
+fn denied(e: CallError) -> ProviderError {
+    ProviderError::permanent(format!("Vault denied the broker's token ({}): check the broker's Vault policy", e.error.message))
 }
 
 /// 80% into a token's life (at least a second away); None when it does not expire.

@@ -2,7 +2,8 @@
 //!
 //! - **auth** ([`auth`]): the broker's own token from a `token_file`, AppRole, or a JWT login
 //!   (`jwt`, `kubernetes`: a projected service-account token); cached and renewed while Vault
-//!   extends it (its leases die with it), obtained again at its max TTL or when Vault answers 403.
+//!   extends it (its leases die with it), obtained again at its max TTL or once Vault no longer
+//!   accepts it (a 403 for a token that can still look itself up is a denial: no new login).
 //! - **database** ([`database`]): a user per mint from `<mount>/creds/<role>`, the Vault lease id
 //!   as the lease id; `renew` extends the Vault lease (up to the role's `max_ttl`), `revoke` ends
 //!   it, and Vault's revocation statements drop the user. Vault's creds endpoint takes no TTL, so
@@ -73,6 +74,9 @@ impl CredentialProvider for VaultProvider {
 
     fn mint<'a>(&'a self, req: &'a MintRequest) -> BoxFuture<'a, Result<Lease, ProviderError>> {
         async move {
+            // Vault counts the lease from when it answers: an expiry from before the request is
+            // never later than Vault's.
+            let asked_at = SystemTime::now();
             let mut details = BTreeMap::new();
             details.insert("vault_address".to_string(), self.settings.address.as_str().trim_end_matches('/').to_string());
             details.insert("vault_auth".to_string(), self.settings.auth.method().to_string());
@@ -89,7 +93,7 @@ impl CredentialProvider for VaultProvider {
                         id: creds.lease_id,
                         provider: self.name.clone(),
                         credential: Credential::Password { username: creds.username, password: creds.password },
-                        expires_at: SystemTime::now() + creds.lease_duration,
+                        expires_at: asked_at + creds.lease_duration,
                         credential_scope: req.credential_scope.clone(),
                         identity: req.identity.clone(),
                         details,
@@ -104,7 +108,7 @@ impl CredentialProvider for VaultProvider {
                         id: new_lease_id(),
                         provider: self.name.clone(),
                         credential: Credential::Token(value),
-                        expires_at: SystemTime::now() + (*ttl).min(req.ttl),
+                        expires_at: asked_at + (*ttl).min(req.ttl),
                         credential_scope: req.credential_scope.clone(),
                         identity: req.identity.clone(),
                         details,
@@ -142,8 +146,10 @@ impl CredentialProvider for VaultProvider {
                     let lease_id = lease.details.get("vault_lease_id").unwrap_or(&lease.id);
                     let increment = lease.details.get("lease_duration_seconds").and_then(|s| s.parse().ok()).map(Duration::from_secs);
                     let increment = increment.filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(300));
+                    // Taken before the request: never later than the expiry Vault sets.
+                    let asked_at = SystemTime::now();
                     let remaining = database::renew(&self.session, lease_id, increment).await?;
-                    Ok(Some(SystemTime::now() + remaining))
+                    Ok(Some(asked_at + remaining))
                 }
                 VaultEngine::Kv { .. } => Ok(None),
             }
