@@ -231,3 +231,32 @@ fn config_problems_name_their_key_path() {
         assert!(paths.iter().any(|p| p == path), "{path} not in {paths:?}");
     }
 }
+
+/// A TLS sslmode without rustls settings (not what config loading builds, but a struct literal
+/// can) fails closed: an error, never the admin password in cleartext.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_sslmode_without_tls_settings_never_falls_back_to_cleartext() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for sslmode in [credential_broker::config::SslMode::Require, credential_broker::config::SslMode::VerifyFull] {
+        let settings = PostgresNativeSettings {
+            host: "127.0.0.1".into(),
+            port,
+            tls: PostgresTls { sslmode, sslrootcert: None, client: None },
+            database: DATABASE.into(),
+            admin_user: SUPERUSER.into(),
+            admin_password: Secret::new("admin-password"),
+            grants: vec![],
+            member_of: vec![],
+            ttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+        };
+        let provider = PostgresNativeProvider::new("pg", settings).unwrap();
+        let e = provider.mint(&request("agent-7", Duration::from_secs(60))).await.unwrap_err();
+        assert!(e.message.contains(&format!("sslmode {sslmode} but no TLS settings; refusing to continue in cleartext")), "{e:?}");
+        assert!(!e.retryable, "{e:?}");
+        // Not even a connection was made.
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "{sslmode}: the provider connected");
+    }
+}

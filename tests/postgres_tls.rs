@@ -35,6 +35,8 @@ struct Servers {
     plain: Postgres,
     ca: Arc<TestCa>,
     other_ca: TestCa,
+    /// Takes TCP connections (the kernel completes them) and never answers a byte.
+    silent: std::net::TcpListener,
 }
 
 impl Servers {
@@ -49,7 +51,8 @@ impl Servers {
         for pg in [&tls, &plain] {
             pg.admin_sql("CREATE TABLE orders (id int primary key, item text); INSERT INTO orders VALUES (1, 'book'), (2, 'lamp')");
         }
-        Servers { dir, tls, plain, ca, other_ca }
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Servers { dir, tls, plain, ca, other_ca, silent }
     }
 
     /// The server really refuses cleartext logins, so a session that works went over TLS.
@@ -80,6 +83,7 @@ fn broker_config(s: &Servers) -> String {
     databases += &db("wrong_name", &format!("127.0.0.2:{tls}"), "pg_tls", &format!(", sslmode: verify-full, sslrootcert: {ca}"));
     databases += &db("no_tls", &format!("127.0.0.1:{plain}"), "pg_plain", ", sslmode: require");
     databases += &db("cleartext", &format!("127.0.0.1:{plain}"), "pg_plain", ", sslmode: disable");
+    databases += &db("silent", &s.silent.local_addr().unwrap().to_string(), "pg_plain", ", sslmode: disable");
     // Never connected to (TEST-NET-1): only the start-up warning for cleartext off loopback.
     databases += &db("remote_cleartext", "192.0.2.1:5432", "pg_plain", ", sslmode: disable");
     format!(
@@ -177,8 +181,12 @@ fn the_listener_speaks_tls_to_the_server_as_sslmode_says() {
 
     // The wrong CA, or a name the certificate does not carry: the agent gets a FATAL naming the
     // problem, and the minted user never logged in.
-    let refusals = [("wrong_ca", "invalid peer certificate"), ("wrong_name", "not valid for name"), ("no_tls", "does not offer TLS but sslmode is require")];
-    for (database, expected) in refusals {
+    let refusals = [
+        ("wrong_ca", &servers.tls, "invalid peer certificate"),
+        ("wrong_name", &servers.tls, "not valid for name"),
+        ("no_tls", &servers.plain, "does not offer TLS but sslmode is require"),
+    ];
+    for (database, minted_on, expected) in refusals {
         let (ok, stdout, stderr) = psql(&broker, database, SSL_QUERY);
         assert!(!ok && stdout.is_empty(), "{database}: {stdout:?}");
         assert!(stderr.contains("FATAL:  credential-broker: ") && stderr.contains(expected), "{database}: {stderr}");
@@ -189,7 +197,25 @@ fn the_listener_speaks_tls_to_the_server_as_sslmode_says() {
             !log.contains(&format!("user={} ", roles[0])) && !log.contains(&format!("user \"{}\"", roles[0])),
             "{database}: the server saw a login of the minted user:\n{log}"
         );
+        // ... and the user minted for the refused session is gone.
+        minted_on.wait_role_dropped(&roles[0], Duration::from_secs(20));
     }
+
+    // A server that takes the connection and never answers the startup packet: the whole login
+    // is bounded, the agent gets a FATAL saying so, and the minted user is dropped. (psql's own
+    // connect_timeout, 5 s in the harness, would otherwise give up first.)
+    let addr = broker.addresses.databases["silent"];
+    let mut cmd = psql_command();
+    cmd.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "agent", "-d", DATABASE, "-c", "SELECT 1"]).env("PGCONNECT_TIMEOUT", "60");
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "silent: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("FATAL:  credential-broker: ") && stderr.contains("no AuthenticationOk within 10s"), "silent: {stderr}\n{}", broker.log());
+    assert!(started.elapsed() < Duration::from_secs(25), "silent: the login took {:?}", started.elapsed());
+    let roles = roles_for(dir, "silent");
+    assert_eq!(roles.len(), 1, "silent: {:?}", audit_records(dir));
+    servers.plain.wait_role_dropped(&roles[0], Duration::from_secs(20));
 
     // A cancel reaches the server through a TLS database too (the broker sends it over TLS, as
     // the session; the server would also take it in cleartext, so this shows it arrives, not how).
@@ -208,6 +234,68 @@ fn the_listener_speaks_tls_to_the_server_as_sslmode_says() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("canceling statement due to user request"), "{stderr}\nbroker log:\n{}", broker.log());
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// With `sslmode: require` the server is not authenticated (any certificate is accepted), so the
+/// broker logs in only with SCRAM-SHA-256-PLUS: a server (or a man in the middle) that asks for
+/// the password in cleartext over TLS gets nothing, while verify-full still logs in. The same for
+/// the provider's admin connection.
+#[test]
+fn sslmode_require_logs_in_only_with_channel_binding() {
+    let servers = Servers::start();
+    // The TLS server now asks every TCP login for its password in cleartext (inside TLS).
+    servers.tls.set_hba("local all all trust\nhostssl all all 127.0.0.1/32 password\nhostssl all all ::1/128 password\n");
+    let dir = servers.dir.path();
+    std::fs::write(dir.join("tls-admin-password"), &servers.tls.password).unwrap();
+    std::fs::write(dir.join("plain-admin-password"), &servers.plain.password).unwrap();
+    std::fs::write(dir.join("policy.rego"), POLICY).unwrap();
+    let broker = Broker::start(dir, &broker_config(&servers), &[]);
+
+    let (ok, stdout, stderr) = psql(&broker, "encrypted", SSL_QUERY);
+    assert!(!ok && stdout.is_empty(), "require: {stdout:?}");
+    assert!(
+        stderr.contains("FATAL:  credential-broker: ")
+            && stderr.contains("asked for a cleartext password")
+            && stderr.contains(
+                "sslmode require does not authenticate the server, so the broker only logs in with SCRAM-SHA-256-PLUS channel binding; use verify-full"
+            ),
+        "require: {stderr}\nbroker log:\n{}",
+        broker.log()
+    );
+    let roles = roles_for(dir, "encrypted");
+    assert_eq!(roles.len(), 1, "{:?}", audit_records(dir));
+    let log = servers.tls.log();
+    assert!(
+        !log.contains(&format!("user={} ", roles[0])) && !log.contains(&format!("user \"{}\"", roles[0])),
+        "require: the server saw a login of the minted user:\n{log}"
+    );
+    servers.tls.wait_role_dropped(&roles[0], Duration::from_secs(20));
+
+    // verify-full with the server's CA: the server is authenticated, so cleartext inside TLS is fine.
+    let (ok, stdout, stderr) = psql(&broker, "verified", SSL_QUERY);
+    assert!(ok && stdout == "t", "verify-full: {stdout:?}\nstderr: {stderr}\nbroker log:\n{}", broker.log());
+    let role = roles_for(dir, "verified").pop().unwrap();
+    assert!(servers.tls.log().lines().any(|l| l.contains(&format!("connection authorized: user={role}")) && l.contains("SSL enabled")));
+
+    // (The broker drops that user once psql is gone, through its own admin connection: wait, so
+    // that login is not counted below.)
+    servers.tls.wait_role_dropped(&role, Duration::from_secs(20));
+
+    // The admin connection: require refuses (no retry) without an admin login; verify-full works.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let before = admin_logins(&servers.tls);
+    let provider = PostgresNativeProvider::new("pg", settings(&servers.tls, "127.0.0.1", PostgresTls::new(SslMode::Require, None, None).unwrap())).unwrap();
+    let e = runtime.block_on(provider.mint(&request())).unwrap_err();
+    assert!(
+        e.message.contains("sslmode require does not authenticate the server, so the broker only logs in with SCRAM-SHA-256-PLUS channel binding"),
+        "{e:?}"
+    );
+    assert!(!e.retryable, "{e:?}");
+    assert_eq!(admin_logins(&servers.tls), before, "require: the server saw an admin login");
+    let verified = PostgresTls::new(SslMode::VerifyFull, Some(servers.ca.cert_path.clone()), None).unwrap();
+    let provider = PostgresNativeProvider::new("pg", settings(&servers.tls, "127.0.0.1", verified)).unwrap();
+    let lease = runtime.block_on(provider.mint(&request())).unwrap_or_else(|e| panic!("verify-full: {e}\n{}", servers.tls.log()));
+    runtime.block_on(provider.revoke(&lease)).unwrap();
 }
 
 fn settings(pg: &Postgres, host: &str, tls: PostgresTls) -> PostgresNativeSettings {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rand::Rng;
-use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::config::{ChannelBinding, SslMode as PgSslMode};
 use tokio_postgres::{Client, NoTls};
 
 use super::{new_lease_id, Credential, CredentialProvider, Lease, MintRequest, ProviderError, Secret};
@@ -99,8 +99,9 @@ impl PostgresNativeProvider {
             .application_name("credential-broker")
             .connect_timeout(self.settings.timeout);
         let timed_out = || ProviderError::retryable(format!("connecting to postgres at {}:{} timed out", self.settings.host, self.settings.port));
-        match (self.settings.tls.sslmode, &self.settings.tls.client) {
-            (SslMode::Disable, _) | (_, None) => {
+        let sslmode = self.settings.tls.sslmode;
+        match (sslmode, &self.settings.tls.client) {
+            (SslMode::Disable, _) => {
                 config.ssl_mode(PgSslMode::Disable);
                 let (client, connection) = tokio::time::timeout(self.settings.timeout, config.connect(NoTls))
                     .await
@@ -109,10 +110,22 @@ impl PostgresNativeProvider {
                 spawn_connection(connection);
                 Ok(client)
             }
-            (sslmode, Some(tls)) => {
+            // Fail closed: TLS was asked for but there are no settings for it; never cleartext.
+            (SslMode::Require | SslMode::VerifyFull, None) => Err(ProviderError::permanent(format!(
+                "connecting to postgres at {}:{}: sslmode {sslmode} but no TLS settings; refusing to continue in cleartext",
+                self.settings.host, self.settings.port
+            ))),
+            (SslMode::Require | SslMode::VerifyFull, Some(tls)) => {
                 // Require: TLS or nothing, never a fallback to cleartext; what is checked of the
                 // server's certificate is up to the rustls settings (sslmode require or verify-full).
                 config.ssl_mode(PgSslMode::Require);
+                if sslmode == SslMode::Require {
+                    // Any certificate was accepted, so the server is not authenticated: log in
+                    // only with SCRAM-SHA-256-PLUS bound to the certificate seen (tokio-postgres
+                    // then refuses cleartext, md5, SCRAM without binding and an AuthenticationOk
+                    // that skips SCRAM), so a man in the middle gets no admin password.
+                    config.channel_binding(ChannelBinding::Require);
+                }
                 let (client, connection) = tokio::time::timeout(self.settings.timeout, config.connect(MakeRustlsConnect(tls.clone())))
                     .await
                     .map_err(|_| timed_out())?
@@ -297,6 +310,13 @@ where
 /// permanent refusal with a clear reason (retrying will not change it); the rest as [`postgres_error`].
 fn tls_error(settings: &PostgresNativeSettings, sslmode: SslMode, e: tokio_postgres::Error) -> ProviderError {
     let server = format!("{}:{}", settings.host, settings.port);
+    // sslmode require: the server asked for cleartext, md5 or SCRAM without channel binding (or
+    // skipped SCRAM). Refused by tokio-postgres (ChannelBinding::Require); retrying will not help.
+    if e.to_string().starts_with("authentication error") && std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("channel binding")) {
+        return ProviderError::permanent(format!(
+            "connecting to postgres at {server}: the server did not log the admin user in with channel binding, but sslmode require does not authenticate the server, so the broker only logs in with SCRAM-SHA-256-PLUS channel binding; use verify-full or have the server authenticate this user with scram-sha-256 over TLS"
+        ));
+    }
     // tokio-postgres says "error performing TLS handshake"; the reason is its source.
     let cause = match std::error::Error::source(&e) {
         Some(cause) if e.to_string().contains("TLS") => cause.to_string(),

@@ -266,6 +266,26 @@ impl Postgres {
         cmd.output().expect("running psql")
     }
 
+    /// Replaces `pg_hba.conf` with `hba` and makes the server reload it (e.g. `hostssl … password`
+    /// to have the server ask for a cleartext password over TLS).
+    pub fn set_hba(&self, hba: &str) {
+        // Overwriting keeps the file's owner (the postgres user when the tests run as root).
+        std::fs::write(self.dir.path().join("data").join("pg_hba.conf"), hba).unwrap();
+        let out = self.command(&program("pg_ctl")).arg("reload").arg("-D").arg(self.dir.path().join("data")).output().expect("running pg_ctl");
+        assert!(out.status.success(), "pg_ctl reload: {}", String::from_utf8_lossy(&out.stderr));
+        // The postmaster rereads the file on SIGHUP, shortly after.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// Polls `pg_roles` until no role named `role` is left; panics after `within`.
+    pub fn wait_role_dropped(&self, role: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.admin_sql(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{}'", role.replace('\'', "''"))) != "0" {
+            assert!(Instant::now() < deadline, "the role {role} was not dropped within {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `sql` as the superuser in [`DATABASE`]; panics on failure. Returns psql's output.
     pub fn admin_sql(&self, sql: &str) -> String {
         let db = if sql.trim_start().to_ascii_uppercase().starts_with("CREATE DATABASE") { "postgres" } else { DATABASE };
