@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::tls::UpstreamStream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -46,15 +46,16 @@ enum Proof {
 /// connection must start with `SSLRequest` and a TLS handshake naming the agent by certificate.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, mut agent: S) {
     let session_id = format!("pgs-{}", uuid::Uuid::now_v7().simple());
+    let deadline = StartupDeadline::from_now(broker.config.limits.header_read_timeout);
     if let Some(identity) = broker.identities.sidecar() {
-        return serve_as(broker, db, keys, agent, session_id, Proof::Known(identity)).await;
+        return serve_as(broker, db, keys, agent, session_id, Proof::Known(identity), deadline).await;
     }
     if broker.identities.takes_tokens() {
-        return serve_as(broker, db, keys, agent, session_id, Proof::Token).await;
+        return serve_as(broker, db, keys, agent, session_id, Proof::Token, deadline).await;
     }
     let Some(mtls) = broker.identities.mtls() else { return };
     loop {
-        let packet = match startup_read(&broker, read_startup(&mut agent)).await {
+        let packet = match deadline.read(read_startup(&mut agent)).await {
             Ok(p) => p,
             Err(_) => return,
         };
@@ -69,7 +70,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
                 if agent.write_all(b"S").await.is_err() || agent.flush().await.is_err() {
                     return;
                 }
-                let (tls, certified) = match mtls.accept_postgres(agent, broker.config.limits.header_read_timeout).await {
+                let (tls, certified) = match mtls.accept_postgres(agent, deadline.remaining()).await {
                     Ok(accepted) => accepted,
                     Err(reason) => {
                         // A certificate that does not verify fails the handshake itself: no
@@ -88,7 +89,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
                     // Verified, but it names no agent (no or several SPIFFE IDs, another trust domain).
                     Err(reason) => Proof::Refused(IdentityError::Invalid(format!("client certificate refused: {reason}"))),
                 };
-                return serve_as(broker, db, keys, tls, session_id, proof).await;
+                return serve_as(broker, db, keys, tls, session_id, proof, deadline).await;
             }
             _ => {
                 // A cleartext startup: nobody is named. Refused like a missing certificate.
@@ -104,12 +105,30 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
     }
 }
 
-/// Reads from the agent before its session exists (startup packets, the password) are bounded by
-/// `limits.header_read_timeout`: a connection that says nothing would otherwise hold one of the
-/// listener's connection slots for ever.
-async fn startup_read<T>(broker: &Broker, read: impl Future<Output = Result<T, WireError>>) -> Result<T, WireError> {
-    let limit = broker.config.limits.header_read_timeout;
-    tokio::time::timeout(limit, read).await.unwrap_or(Err(WireError::Silent(limit)))
+/// The agent's whole startup (from accept to the `StartupMessage`, the TLS handshake and, in jwt
+/// mode, the password) must be done within `limits.header_read_timeout`: one deadline for all of
+/// it, not one per read, or a connection that sends an `SSLRequest` every few seconds (each
+/// answered `N`) or says nothing would hold one of the listener's connection slots for ever.
+#[derive(Clone, Copy)]
+struct StartupDeadline {
+    at: tokio::time::Instant,
+    limit: Duration,
+}
+
+impl StartupDeadline {
+    fn from_now(limit: Duration) -> StartupDeadline {
+        StartupDeadline { at: tokio::time::Instant::now() + limit, limit }
+    }
+
+    /// What is left of the startup's time (zero once it is over).
+    fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// One read from the agent during startup, cut off at the deadline.
+    async fn read<T>(&self, read: impl Future<Output = Result<T, WireError>>) -> Result<T, WireError> {
+        tokio::time::timeout_at(self.at, read).await.unwrap_or(Err(WireError::Silent(self.limit)))
+    }
 }
 
 /// Whether the agent presented no client certificate in the handshake.
@@ -124,10 +143,13 @@ async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
     mut agent: S,
     session_id: String,
     proof: Proof,
+    deadline: StartupDeadline,
 ) {
-    match start(&broker, &db, &keys, &mut agent, &session_id, proof).await {
-        Ok(Some((upstream, mut lease, provider, identity))) => {
-            // Listed by `GET /v1/grants` while it lives; a revoke through the API ends it.
+    match start(&broker, &db, &keys, &mut agent, &session_id, proof, deadline).await {
+        Ok(Some((upstream, minted, provider, identity))) => {
+            // Listed by `GET /v1/grants` while it lives; a revoke through the API ends it. From
+            // here on the registration decides who revokes the lease.
+            let mut lease = minted.hand_over();
             let registration = broker.sessions.register(&lease, &db.name, &session_id, &connect_scope(&db));
             let session = Session { broker: broker.clone(), db: db.clone(), identity: (*identity).clone(), session_id: session_id.clone() };
             let mut key = None;
@@ -152,17 +174,71 @@ async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
                     tracing::warn!(session = %session_id, lease_id = %lease.id, error = %e, "dropping the session's postgres user failed");
                 }
             }
+            tracing::info!(session = %session_id, database = %db.name, "postgres session closed");
         }
         Ok(None) => {}
         Err(Refusal { code, message }) => {
             tracing::warn!(session = %session_id, database = %db.name, error = %message, code, "postgres session refused");
-            let _ = agent.write_all(&wire::error_response("FATAL", code, &format!("credential-broker: {message}"))).await;
-            let _ = agent.flush().await;
+            // Bounded: an agent that does not read must not hold the connection slot.
+            let fatal = wire::error_response("FATAL", code, &format!("credential-broker: {message}"));
+            let _ = tokio::time::timeout(FINAL_WRITE_LIMIT, async {
+                agent.write_all(&fatal).await?;
+                agent.flush().await
+            })
+            .await;
         }
     }
 }
 
-type Started = (UpstreamStream, Lease, SharedProvider, Arc<Identity>);
+/// How long the broker tries to hand the agent its last message (a `FATAL`) before it just closes.
+const FINAL_WRITE_LIMIT: Duration = Duration::from_secs(2);
+
+type Started = (UpstreamStream, MintedLease, SharedProvider, Arc<Identity>);
+
+/// A lease minted for a session that has not been registered yet: nobody else knows it, so unless
+/// it is handed over ([`MintedLease::hand_over`]) it is revoked when dropped, on every early
+/// return of the startup (the agent went away before `AuthenticationOk`, the upstream login
+/// failed, the credential is not a login). Otherwise the user would live until its TTL and the
+/// broker API could not revoke it.
+struct MintedLease {
+    lease: Option<Lease>,
+    provider: SharedProvider,
+    session_id: String,
+}
+
+impl MintedLease {
+    fn lease(&self) -> &Lease {
+        self.lease.as_ref().expect("a minted lease is held until handed over")
+    }
+
+    /// The lease, now the caller's to revoke (the session registration's).
+    fn hand_over(mut self) -> Lease {
+        self.lease.take().expect("a minted lease is handed over once")
+    }
+}
+
+impl Drop for MintedLease {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        let (provider, session_id) = (self.provider.clone(), std::mem::take(&mut self.session_id));
+        let revoke = async move {
+            match provider.revoke(&lease).await {
+                Ok(()) => tracing::info!(session = %session_id, lease_id = %lease.id, "revoked the postgres user of a session that did not start"),
+                Err(e) => {
+                    tracing::warn!(session = %session_id, lease_id = %lease.id, error = %e, "revoking the postgres user of a session that did not start failed; it lives until its TTL")
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(revoke);
+            }
+            Err(_) => {
+                tracing::warn!(session = %self.session_id, "no runtime to revoke the postgres user of a session that did not start; it lives until its TTL")
+            }
+        }
+    }
+}
 
 /// Why a session does not start: the SQLSTATE of the agent's `FATAL` and the reason.
 struct Refusal {
@@ -189,6 +265,7 @@ async fn identify<S: AsyncRead + AsyncWrite + Unpin>(
     agent: &mut S,
     session_id: &str,
     proof: Proof,
+    deadline: StartupDeadline,
 ) -> Result<Arc<Identity>, Refusal> {
     let result = match proof {
         Proof::Known(identity) => return Ok(identity),
@@ -197,7 +274,7 @@ async fn identify<S: AsyncRead + AsyncWrite + Unpin>(
             agent.write_all(&wire::authentication_cleartext_password()).await.map_err(|e| e.to_string())?;
             agent.flush().await.map_err(|e| e.to_string())?;
             let missing = || IdentityError::Missing("this listener requires the agent's identity token (JWT) as the password, e.g. PGPASSWORD=<JWT>".into());
-            match startup_read(broker, read_message(agent)).await {
+            match deadline.read(read_message(agent)).await {
                 Ok(m) if m.tag == b'p' => match wire::cstr(m.body()) {
                     Ok((token, _)) if !token.is_empty() => broker.identities.for_token(token).await,
                     Ok(_) => Err(missing()),
@@ -224,9 +301,10 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     agent: &mut S,
     session_id: &str,
     proof: Proof,
+    deadline: StartupDeadline,
 ) -> Result<Option<Started>, Refusal> {
     let startup = loop {
-        let packet = match startup_read(broker, read_startup(agent)).await {
+        let packet = match deadline.read(read_startup(agent)).await {
             Ok(p) => p,
             Err(WireError::Closed) => return Ok(None),
             Err(e) => return Err(e.to_string().into()),
@@ -244,7 +322,7 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let params = startup.parameters().map_err(|e| e.to_string())?;
     // Who is asking is settled first: no identity, no mint and no upstream connection.
-    let identity = identify(broker, db, agent, session_id, proof).await?;
+    let identity = identify(broker, db, agent, session_id, proof, deadline).await?;
     if let Some((_, asked)) = params.iter().find(|(k, _)| k == "database") {
         if asked != &db.database {
             return Err(format!("this listener serves database {:?} only, not {asked:?}", db.database).into());
@@ -255,19 +333,15 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
 
     let provider = broker.providers.get(&db.provider).cloned().ok_or_else(|| format!("provider {:?} is not configured", db.provider))?;
     let lease = mint(broker, db, &provider, session_id, &identity).await?;
-    let Credential::Password { username, password } = &lease.credential else {
+    // Revoked on every return below but the last, which hands it to the session.
+    let minted = MintedLease { lease: Some(lease), provider: provider.clone(), session_id: session_id.to_string() };
+    let Credential::Password { username, password } = &minted.lease().credential else {
         return Err(format!("provider {:?} does not mint database logins", db.provider).into());
     };
-    let upstream = match upstream::login(db, username, password, &forwarded).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = provider.revoke(&lease).await;
-            return Err(e.to_string().into());
-        }
-    };
+    let upstream = upstream::login(db, username, password, &forwarded).await.map_err(|e| e.to_string())?;
     agent.write_all(&wire::authentication_ok()).await.map_err(|e| e.to_string())?;
     agent.flush().await.map_err(|e| e.to_string())?;
-    Ok(Some((upstream, lease, provider, identity)))
+    Ok(Some((upstream, minted, provider, identity)))
 }
 
 /// A fresh user for this session, for the agent `identity`: retried, alerted on failure, recorded before use.
@@ -302,7 +376,9 @@ async fn mint(broker: &Arc<Broker>, db: &DatabaseListener, provider: &SharedProv
     record.expiry = Some(rfc3339(lease.expires_at));
     record.details = lease.details.clone();
     if let Err(e) = broker.audit(record).await {
-        let _ = provider.revoke(&lease).await;
+        if let Err(revoke) = provider.revoke(&lease).await {
+            tracing::warn!(session = %session_id, lease_id = %lease.id, error = %revoke, "revoking an unaudited postgres user failed; it lives until its TTL");
+        }
         return Err(format!("the issuance could not be audited: {e}"));
     }
     tracing::info!(session = %session_id, lease_id = %lease.id, expiry = %rfc3339(lease.expires_at), "postgres user issued");
@@ -327,11 +403,18 @@ enum End {
     Revoked,
 }
 
+/// A renewal counts as one only when it moves the expiry at least this much: a provider that keeps
+/// answering (about) the same expiry, e.g. at its `max_ttl`, would otherwise be asked again and
+/// again as the expiry nears, each time recorded as a renewal.
+const MIN_RENEWAL_PROGRESS: Duration = Duration::from_secs(1);
+
 /// Resolves when `lease` expires. While the provider extends it, it is renewed ahead of expiry
 /// (when a third of the remaining lifetime is left, with the retry policy); `renewed` is given the
-/// lease with the provider's new expiry and says whether to adopt it (it could be recorded). The
-/// expiry is never set beyond what the provider returned; `Ok(None)`, a failure or no progress
-/// stops the renewals and the lease runs out.
+/// lease with the provider's new expiry, when it is at least [`MIN_RENEWAL_PROGRESS`] later, and
+/// says whether to adopt it (it could be recorded). The expiry is never set beyond what the
+/// provider returned; `Ok(None)`, a failure or no progress (nothing recorded) stops the renewals
+/// and the lease runs out. An earlier expiry than the current one is adopted as is (the session
+/// ends sooner; not recorded as a renewal).
 async fn lifetime<F, Fut>(provider: &dyn CredentialProvider, lease: &mut Lease, retry: &RetryConfig, mut renewed: F)
 where
     F: FnMut(Lease) -> Fut,
@@ -349,16 +432,21 @@ where
                 break;
             }
         };
-        let progress = expiry > lease.expires_at;
+        if expiry < lease.expires_at {
+            tracing::warn!(lease_id = %lease.id, expiry = %rfc3339(expiry), "the provider shortened a database session's lease; the session ends then");
+            lease.expires_at = expiry;
+            break;
+        }
+        if expiry < lease.expires_at + MIN_RENEWAL_PROGRESS {
+            tracing::info!(lease_id = %lease.id, "the provider does not extend a database session's lease any further; the session ends at its expiry");
+            break;
+        }
         let mut proposed = lease.clone();
         proposed.expires_at = expiry;
         if !renewed(proposed).await {
             break;
         }
         lease.expires_at = expiry;
-        if !progress {
-            break;
-        }
     }
     tokio::time::sleep(lease.expires_at.duration_since(SystemTime::now()).unwrap_or_default()).await;
 }
@@ -369,6 +457,9 @@ struct Session {
     identity: Identity,
     session_id: String,
 }
+
+/// The buffer for the agent's side of a session (tokio's default size, named: the relay checks whether a message fits).
+const AGENT_BUFFER: usize = 8 * 1024;
 
 /// Denials in flight: marker → the reason the agent will read.
 type Pending = Arc<Mutex<HashMap<String, String>>>;
@@ -386,9 +477,12 @@ impl Session {
         key: &mut Option<[u8; 8]>,
     ) -> Result<(), WireError> {
         let pending: Pending = Arc::default();
+        // False while a message is being written to the agent: if `ending` wins then, part of it
+        // may have gone out (or sit in `agent_out`), and a FATAL after it would garble the stream.
+        let mut whole_messages = true;
         let (agent_read, agent_write) = tokio::io::split(agent);
         let (upstream_read, upstream_write) = tokio::io::split(upstream);
-        let mut agent_out = BufWriter::new(agent_write);
+        let mut agent_out = BufWriter::with_capacity(AGENT_BUFFER, agent_write);
         let end = {
             let to_upstream = async {
                 let mut agent_in = BufReader::new(agent_read);
@@ -430,7 +524,15 @@ impl Session {
                         }
                     }
                     let raw = if message.tag == b'E' { replace_denial(message, &pending) } else { message.raw };
+                    // Room first (waiting here leaves only whole messages buffered), so that a
+                    // message that fits is then copied into the buffer at once: only one larger
+                    // than the buffer can be cut off part-way.
+                    if agent_out.buffer().len() + raw.len() >= AGENT_BUFFER {
+                        agent_out.flush().await?;
+                    }
+                    whole_messages = false;
                     agent_out.write_all(&raw).await?;
+                    whole_messages = true;
                     if upstream_in.buffer().is_empty() {
                         agent_out.flush().await?;
                     }
@@ -450,8 +552,21 @@ impl Session {
             End::Revoked => "credential-broker: the broker revoked the session's database credential",
         };
         tracing::info!(session = %self.session_id, ?end, "postgres session ended by the broker");
-        let _ = agent_out.write_all(&wire::error_response("FATAL", "57P01", message)).await;
-        let _ = agent_out.flush().await;
+        if whole_messages {
+            // Bounded: an agent that stopped reading (its socket buffer full) would otherwise keep
+            // this session, its registration, its user and its connection slot for ever.
+            let said = tokio::time::timeout(FINAL_WRITE_LIMIT, async {
+                agent_out.write_all(&wire::error_response("FATAL", "57P01", message)).await?;
+                agent_out.flush().await
+            })
+            .await;
+            if said.is_err() {
+                tracing::info!(session = %self.session_id, "the agent did not take the session's last message; closing");
+            }
+        } else {
+            // Cut off in the middle of a message: the FATAL would be read as the rest of it. Just close.
+            tracing::info!(session = %self.session_id, "closing without a FATAL: the agent was sent part of a message");
+        }
         if let (End::Revoked, Some(k)) = (end, *key) {
             // Bounded: a revoke waits for this session to end, and the provider ends the backends anyway.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), forward_cancel(&self.db, keys, &k)).await;

@@ -22,7 +22,7 @@ pub enum WireError {
     Io(#[from] std::io::Error),
     #[error("malformed message: {0}")]
     Malformed(&'static str),
-    #[error("the agent sent nothing for {0:?} during startup")]
+    #[error("the agent did not finish its startup within {0:?}")]
     Silent(std::time::Duration),
 }
 

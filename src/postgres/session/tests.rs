@@ -13,15 +13,22 @@ use futures::future::BoxFuture;
 use super::*;
 use crate::providers::{ProviderError, Secret};
 
-/// Answers `renew` from a script, each relative to the call time; counts the calls.
+/// Answers `renew` from a script, each relative to the call time (or, with `echo`, to the lease's
+/// current expiry: a provider at its limit); counts the calls.
 struct Scripted {
     answers: Mutex<VecDeque<Result<Option<Duration>, ProviderError>>>,
     calls: Mutex<Vec<SystemTime>>,
+    echo: Option<Duration>,
 }
 
 impl Scripted {
     fn new(answers: Vec<Result<Option<Duration>, ProviderError>>) -> Scripted {
-        Scripted { answers: Mutex::new(answers.into()), calls: Mutex::default() }
+        Scripted { answers: Mutex::new(answers.into()), calls: Mutex::default(), echo: None }
+    }
+
+    /// Every renewal answers the lease's current expiry plus `by`.
+    fn echoing(by: Duration) -> Scripted {
+        Scripted { echo: Some(by), ..Scripted::new(vec![]) }
     }
 
     fn calls(&self) -> usize {
@@ -50,9 +57,13 @@ impl CredentialProvider for Scripted {
         Box::pin(async { Ok(()) })
     }
 
-    fn renew<'a>(&'a self, _lease: &'a Lease) -> BoxFuture<'a, Result<Option<SystemTime>, ProviderError>> {
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Option<SystemTime>, ProviderError>> {
         let now = SystemTime::now();
         self.calls.lock().unwrap().push(now);
+        if let Some(by) = self.echo {
+            let expiry = lease.expires_at + by;
+            return Box::pin(async move { Ok(Some(expiry)) });
+        }
         let answer = self.answers.lock().unwrap().pop_front().unwrap_or(Ok(None));
         Box::pin(async move { answer.map(|a| a.map(|d| now + d)) })
     }
@@ -92,16 +103,18 @@ async fn run(provider: &Scripted, lease: &mut Lease, adopt: bool) -> (Duration, 
 
 #[tokio::test]
 async fn a_renewable_lease_is_renewed_ahead_of_expiry_and_outlives_its_first_expiry() {
-    // 900 ms; renewed at ~600 ms to +900 ms (1 500), at ~1 100 ms to +900 ms (2 000), then not renewable.
-    let provider = Scripted::new(vec![Ok(Some(Duration::from_millis(900))), Ok(Some(Duration::from_millis(900))), Ok(None)]);
+    // 900 ms; renewed at ~600 ms to +1 800 ms (2 400), at ~1 800 ms to +1 800 ms (3 600), then not
+    // renewable (each renewal moves the expiry more than MIN_RENEWAL_PROGRESS).
+    let provider = Scripted::new(vec![Ok(Some(Duration::from_millis(1800))), Ok(Some(Duration::from_millis(1800))), Ok(None)]);
     let mut lease = lease(Duration::from_millis(900));
     let first_expiry = lease.expires_at;
     let (took, offered) = run(&provider, &mut lease, true).await;
     assert_eq!(provider.calls(), 3);
     assert_eq!(offered.len(), 2);
     assert_eq!(lease.expires_at, offered[1], "the lease ends at the provider's last expiry");
-    assert!(took >= Duration::from_millis(1800), "the session lived past its first expiry: {took:?}");
-    assert!(took < Duration::from_millis(3000), "{took:?}");
+    assert!(took >= Duration::from_millis(3400), "the session lived past its first expiry: {took:?}");
+    // Upper bounds are loose: the machine may be busy (they only catch a lease that never ends).
+    assert!(took < Duration::from_millis(8000), "{took:?}");
     // Each renewal came with about a third of the remaining lifetime left, before the expiry.
     let calls = provider.calls.lock().unwrap().clone();
     assert!(calls[0] < first_expiry && first_expiry.duration_since(calls[0]).unwrap() >= Duration::from_millis(200), "renewed too late: {calls:?}");
@@ -115,7 +128,7 @@ async fn a_provider_that_cannot_renew_ends_the_lease_at_its_expiry() {
     let (took, offered) = run(&provider, &mut lease, true).await;
     assert_eq!((provider.calls(), offered.len()), (1, 0));
     assert_eq!(lease.expires_at, expiry);
-    assert!(took >= Duration::from_millis(550) && took < Duration::from_millis(1500), "{took:?}");
+    assert!(took >= Duration::from_millis(550) && took < Duration::from_millis(4000), "{took:?}");
 }
 
 #[tokio::test]
@@ -127,18 +140,20 @@ async fn a_failing_renewal_is_retried_then_the_lease_runs_out() {
     assert_eq!(provider.calls(), 3, "one attempt and max_retries retries");
     assert!(offered.is_empty());
     assert_eq!(lease.expires_at, expiry);
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(took < Duration::from_millis(4000), "{took:?}");
 }
 
 #[tokio::test]
 async fn nothing_extends_a_lease_beyond_what_the_provider_returned_or_could_be_recorded() {
-    // The source shortens the lease: it ends then, and no further renewal is tried.
+    // The source shortens the lease: it ends then (not recorded as a renewal), and no further
+    // renewal is tried (the 60 s answer is never asked for).
     let provider = Scripted::new(vec![Ok(Some(Duration::from_millis(50))), Ok(Some(Duration::from_secs(60)))]);
     let mut lease = lease(Duration::from_millis(600));
+    let expiry = lease.expires_at;
     let (took, offered) = run(&provider, &mut lease, true).await;
-    assert_eq!((provider.calls(), offered.len()), (1, 1));
-    assert_eq!(lease.expires_at, offered[0]);
-    assert!(took < Duration::from_millis(800), "{took:?}");
+    assert_eq!((provider.calls(), offered.len()), (1, 0));
+    assert!(lease.expires_at < expiry, "the shorter expiry is adopted");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 
     // A renewal that could not be recorded (audit down) is not adopted: the old expiry stands.
     let provider = Scripted::new(vec![Ok(Some(Duration::from_secs(60)))]);
@@ -147,5 +162,26 @@ async fn nothing_extends_a_lease_beyond_what_the_provider_returned_or_could_be_r
     let (took, offered) = run(&provider, &mut lease, false).await;
     assert_eq!((provider.calls(), offered.len()), (1, 1));
     assert_eq!(lease.expires_at, expiry);
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(took < Duration::from_millis(4000), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_renewal_that_does_not_move_the_expiry_is_no_renewal_and_the_lease_runs_out() {
+    // The provider answers the same expiry (a Vault lease at its max_ttl), then one less than
+    // MIN_RENEWAL_PROGRESS later: neither is offered for recording, and no second renewal is asked.
+    for by in [Duration::ZERO, MIN_RENEWAL_PROGRESS / 2] {
+        let provider = Scripted::echoing(by);
+        let mut lease = lease(Duration::from_millis(600));
+        let expiry = lease.expires_at;
+        let (took, offered) = run(&provider, &mut lease, true).await;
+        assert_eq!((provider.calls(), offered.len()), (1, 0), "by {by:?}");
+        assert_eq!(lease.expires_at, expiry, "by {by:?}");
+        assert!(took >= Duration::from_millis(550) && took < Duration::from_millis(4000), "by {by:?}: {took:?}");
+    }
+    // Enough progress is a renewal.
+    let provider = Scripted::echoing(MIN_RENEWAL_PROGRESS);
+    let mut lease = lease(Duration::from_millis(600));
+    let expiry = lease.expires_at;
+    let (_, offered) = run(&provider, &mut lease, false).await;
+    assert_eq!(offered, [expiry + MIN_RENEWAL_PROGRESS]);
 }
