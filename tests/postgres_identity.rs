@@ -9,7 +9,7 @@ mod support;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcgen::SanType;
 use support::broker::Broker;
@@ -165,6 +165,18 @@ logging: {{format: json}}
                 return refusals;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The minted users once they are gone, or what is left after 10 s.
+    fn minted_roles_after_revoke(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let roles = self.minted_roles();
+            if roles.is_empty() || Instant::now() > deadline {
+                return roles;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -430,4 +442,88 @@ fn mtls_agents_are_named_by_their_client_certificate() {
     std::fs::write(&path, exposed).unwrap();
     let out = support::broker::cli(&["check-config", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Seconds since the epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// A `psql -c "SELECT pg_sleep(60)"` session ends when `proof_ends` (epoch seconds) passes,
+/// within a few seconds, with `message`; its user is dropped and its grant is gone.
+fn assert_session_ends_with_its_proof(s: &Setup, child: Child, sql: &str, proof_ends: f64, message: &str) {
+    let out = wait_output(child, Duration::from_secs(40));
+    let ended = unix_now();
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains(message), "stdout: {stdout}\nstderr: {stderr}\nbroker log:\n{}", s.broker.log());
+    assert!(ended >= proof_ends - 0.1, "the session ended {:.1} s before its agent's proof did", proof_ends - ended);
+    assert!(ended < proof_ends + 5.0, "the session ended {:.1} s after its agent's proof did", ended - proof_ends);
+    assert_eq!(s.minted_roles_after_revoke(), "", "the session's user was not dropped");
+    assert_eq!(s.pg.admin_sql(&format!("SELECT count(*) FROM pg_stat_activity WHERE query = '{sql}'")), "0");
+    let (status, body) = s.api("GET", "/v1/grants", None);
+    assert_eq!((status, body["grants"].as_array().map(Vec::len)), (200, Some(0)), "{body:#}");
+}
+
+/// jwt mode: a session does not outlive its agent's JWT. It ends at `exp` plus the verifier's
+/// leeway (1 s here; the HTTP side accepts the token no longer), like an expiry.
+#[test]
+fn a_session_ends_when_its_agents_token_expires() {
+    let s = Setup::start(|d, _| {
+        format!(
+            "identity:\n  mode: jwt\n  tenant: fallback\n  jwt: {{jwks_file: {}/jwks.json, issuer: \"{ISSUER}\", audience: {AUDIENCE}, tenant_claim: tenant, leeway_seconds: 1}}",
+            d.display()
+        )
+    });
+    let mut claims = TestIssuer::claims("agent-a");
+    claims["tenant"] = "acme".into();
+    let exp = claims["iat"].as_u64().unwrap() + 6;
+    claims["exp"] = exp.into();
+    let token = s.issuer.sign("ES256", &claims);
+    let sql = "SELECT pg_sleep(60)";
+    let child = s.spawn_psql(&[("PGPASSWORD", &token)], sql);
+    s.wait_active(sql, 1);
+    assert_ne!(s.minted_roles(), "");
+    assert!(unix_now() < exp as f64, "the session started too late for this test");
+    assert_session_ends_with_its_proof(
+        &s,
+        child,
+        sql,
+        exp as f64 + 1.0,
+        "FATAL:  credential-broker: the agent's identity token expired; reconnect with a fresh one",
+    );
+}
+
+/// mtls mode: a session does not outlive its agent's client certificate (`notAfter`).
+#[test]
+fn a_session_ends_when_its_agents_client_certificate_expires() {
+    let s = Setup::start(|d, ca| {
+        let (crt, key) = ca.leaf_files(d, "listener", vec![SanType::IpAddress("127.0.0.1".parse().unwrap())], false);
+        format!(
+            "identity:\n  mode: mtls\n  mtls: {{client_ca_file: {}, cert_file: {}, key_file: {}, trust_domain: cluster.local, tenant_path_segment: 1}}",
+            ca.cert_path.display(),
+            crt.display(),
+            key.display()
+        )
+    });
+    let d = s.dir.path();
+    let not_after = (unix_now() as i64) + 8;
+    let spiffe = "spiffe://cluster.local/ns/acme/sa/agent-a";
+    let until = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+    let (crt, key) = s.ca.leaf_files_until(d, "short-lived", vec![SanType::URI(spiffe.try_into().unwrap())], true, Some(until));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let root = s.ca.cert_path.display().to_string();
+    let (crt, key) = (crt.display().to_string(), key.display().to_string());
+    let env = [("PGSSLMODE", "verify-ca"), ("PGSSLROOTCERT", root.as_str()), ("PGSSLCERT", crt.as_str()), ("PGSSLKEY", key.as_str())];
+    let sql = "SELECT pg_sleep(60)";
+    let child = s.spawn_psql(&env, sql);
+    s.wait_active(sql, 1);
+    assert_ne!(s.minted_roles(), "");
+    assert!(unix_now() < not_after as f64, "the session started too late for this test");
+    assert_session_ends_with_its_proof(
+        &s,
+        child,
+        sql,
+        not_after as f64,
+        "FATAL:  credential-broker: the agent's client certificate expired; reconnect with a fresh one",
+    );
 }

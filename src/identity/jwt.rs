@@ -1,7 +1,7 @@
 //! JWT identity tokens (e.g. projected service-account tokens): RS256/ES256 signatures checked
 //! against the JWKS, then issuer, audience, expiry and not-before. Reasons never quote the token.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -20,6 +20,10 @@ pub struct VerifiedAgent {
     pub agent_id: String,
     /// None when the tenant is static (no `tenant_claim`).
     pub tenant: Option<String>,
+    /// The last instant the token is accepted: its `exp` plus the configured leeway, the same
+    /// bound [`check_claims`] applies (so a session ended then never outlives what a request
+    /// would be allowed). None when that is beyond what the clock can represent.
+    pub expires_at: Option<SystemTime>,
 }
 
 #[derive(Deserialize)]
@@ -60,10 +64,10 @@ impl JwtVerifier {
             return Err("bad token signature".into());
         }
         let claims: Value = decode_json(payload_b64).map_err(|e| format!("malformed token claims: {e}"))?;
-        check_claims(&self.settings, &claims, now)?;
+        let expires_at = check_claims(&self.settings, &claims, now)?;
         let agent_id = string_claim(&claims, &self.settings.agent_id_claim)?;
         let tenant = self.settings.tenant_claim.as_deref().map(|c| string_claim(&claims, c)).transpose()?;
-        Ok(VerifiedAgent { agent_id, tenant })
+        Ok(VerifiedAgent { agent_id, tenant, expires_at })
     }
 }
 
@@ -86,8 +90,9 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, String> 
     serde_json::from_slice(&bytes).map_err(|_| "not a JSON object".to_string())
 }
 
-/// Issuer, audience, expiry (required) and not-before, with the configured leeway.
-pub(super) fn check_claims(settings: &JwtSettings, claims: &Value, now: SystemTime) -> Result<(), String> {
+/// Issuer, audience, expiry (required) and not-before, with the configured leeway. Returns the
+/// last instant the token is accepted (`exp` + leeway; None when not representable).
+pub(super) fn check_claims(settings: &JwtSettings, claims: &Value, now: SystemTime) -> Result<Option<SystemTime>, String> {
     if !claims.is_object() {
         return Err("malformed token claims: not a JSON object".into());
     }
@@ -116,7 +121,9 @@ pub(super) fn check_claims(settings: &JwtSettings, claims: &Value, now: SystemTi
             return Err("token is not valid yet (nbf)".into());
         }
     }
-    Ok(())
+    // Accepted above while `now` (whole seconds) <= exp + leeway: the token holds until then.
+    let accepted_until = Duration::try_from_secs_f64(exp.max(0.0) + leeway as f64).ok().and_then(|d| UNIX_EPOCH.checked_add(d));
+    Ok(accepted_until)
 }
 
 /// A string claim by name, or by JSON pointer when the name starts with `/`.

@@ -74,7 +74,8 @@ impl AgentIdentities {
         }
         match &self.verifier {
             Verifier::Sidecar => Ok(self.sidecar.clone()),
-            Verifier::Jwt(_) => self.for_token(bearer_token(headers)?).await,
+            // Each request is checked on its own: the token's expiry is not needed here.
+            Verifier::Jwt(_) => self.for_token(bearer_token(headers)?).await.map(|(identity, _)| identity),
             Verifier::Mtls(_) => Err(IdentityError::Invalid("agents identify by client certificate: use the TLS proxy listener".into())),
         }
     }
@@ -90,13 +91,14 @@ impl AgentIdentities {
     }
 
     /// The identity a JWT proves, verified as a `Proxy-Authorization` bearer token is (the
-    /// Postgres listener takes it as the password). Reasons never quote the token.
-    pub async fn for_token(&self, token: &str) -> Result<Arc<Identity>, IdentityError> {
+    /// Postgres listener takes it as the password), with the last instant the token is accepted
+    /// (`exp` plus the verifier's leeway; None when not representable). Reasons never quote the token.
+    pub async fn for_token(&self, token: &str) -> Result<(Arc<Identity>, Option<SystemTime>), IdentityError> {
         let Verifier::Jwt(verifier) = &self.verifier else {
             return Err(IdentityError::Invalid("agents do not identify by token here (identity.mode is not jwt)".into()));
         };
         let agent = verifier.verify(token, SystemTime::now()).await.map_err(|reason| IdentityError::Invalid(format!("identity token rejected: {reason}")))?;
-        Ok(Arc::new(self.agent(agent.agent_id, agent.tenant, "jwt")))
+        Ok((Arc::new(self.agent(agent.agent_id, agent.tenant, "jwt")), agent.expires_at))
     }
 
     /// The identity an mTLS client certificate names.

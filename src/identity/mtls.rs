@@ -30,6 +30,8 @@ pub struct MtlsListener {
 pub struct CertifiedAgent {
     pub spiffe_id: String,
     pub tenant: Option<String>,
+    /// The certificate's `notAfter`: a database session on it ends then.
+    pub not_after: std::time::SystemTime,
 }
 
 impl MtlsListener {
@@ -126,5 +128,9 @@ pub fn certified_agent(der: &[u8], settings: &MtlsSettings) -> Result<CertifiedA
             _ => return Err(format!("client certificate's SPIFFE ID has no path segment {i} to name the tenant")),
         },
     };
-    Ok(CertifiedAgent { spiffe_id: id.to_string(), tenant })
+    let not_after = u64::try_from(cert.validity().not_after.timestamp())
+        .ok()
+        .and_then(|secs| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        .unwrap_or(std::time::UNIX_EPOCH); // before 1970: long expired
+    Ok(CertifiedAgent { spiffe_id: id.to_string(), tenant, not_after })
 }

@@ -33,12 +33,30 @@ const FORWARDED_PARAMETERS: &[&str] = &["application_name", "client_encoding", "
 
 /// How the agent of a connection is known, per `identity.mode`.
 enum Proof {
-    /// Sidecar mode: the configured identity; or the verified client certificate (mtls mode).
-    Known(Arc<Identity>),
+    /// Sidecar mode: the configured identity (no expiry); or the verified client certificate
+    /// (mtls mode), which expires at its `notAfter`.
+    Known(Arc<Identity>, Option<ProofExpiry>),
     /// mtls mode, and the TLS connection carries no usable client certificate.
     Refused(IdentityError),
     /// jwt mode: the password is the agent's JWT.
     Token,
+}
+
+/// What proved the agent's identity to a session that must end with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProofKind {
+    /// The JWT given as the password (jwt mode).
+    Token,
+    /// The TLS client certificate (mtls mode).
+    Certificate,
+}
+
+/// When the proof of a session's agent runs out: the session ends then (a session must not
+/// outlive the proof of who its agent is, as every HTTP request re-checks it).
+#[derive(Debug, Clone, Copy)]
+struct ProofExpiry {
+    at: SystemTime,
+    kind: ProofKind,
 }
 
 /// Serve one agent connection to the end: accepted on the database's listener, or redirected to
@@ -48,7 +66,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
     let session_id = format!("pgs-{}", uuid::Uuid::now_v7().simple());
     let deadline = StartupDeadline::from_now(broker.config.limits.header_read_timeout);
     if let Some(identity) = broker.identities.sidecar() {
-        return serve_as(broker, db, keys, agent, session_id, Proof::Known(identity), deadline).await;
+        return serve_as(broker, db, keys, agent, session_id, Proof::Known(identity, None), deadline).await;
     }
     if broker.identities.takes_tokens() {
         return serve_as(broker, db, keys, agent, session_id, Proof::Token, deadline).await;
@@ -82,7 +100,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(broker: Arc<Broker>
                     }
                 };
                 let proof = match certified {
-                    Ok(agent) => Proof::Known(broker.identities.for_certificate(agent)),
+                    Ok(agent) => {
+                        let expiry = ProofExpiry { at: agent.not_after, kind: ProofKind::Certificate };
+                        Proof::Known(broker.identities.for_certificate(agent), Some(expiry))
+                    }
                     Err(reason) if no_client_certificate(&tls) => Proof::Refused(IdentityError::Missing(format!(
                         "this listener requires a client certificate naming the agent (sslmode=require sslcert=… sslkey=…): {reason}"
                     ))),
@@ -146,7 +167,7 @@ async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
     deadline: StartupDeadline,
 ) {
     match start(&broker, &db, &keys, &mut agent, &session_id, proof, deadline).await {
-        Ok(Some((upstream, minted, provider, identity))) => {
+        Ok(Some((upstream, minted, provider, identity, proof_expiry))) => {
             // Listed by `GET /v1/grants` while it lives; a revoke through the API ends it. From
             // here on the registration decides who revokes the lease.
             let mut lease = minted.hand_over();
@@ -154,11 +175,22 @@ async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
             let session = Session { broker: broker.clone(), db: db.clone(), identity: (*identity).clone(), session_id: session_id.clone() };
             let mut key = None;
             let stopped = registration.stopped();
+            // The agent's JWT or client certificate running out ends the session like an expiry.
+            let identity_expired = async {
+                match proof_expiry {
+                    Some(e) => {
+                        tokio::time::sleep(e.at.duration_since(SystemTime::now()).unwrap_or_default()).await;
+                        e.kind
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let ending = async {
                 let renewed = |l: Lease| session.record_renewal(l, &registration, provider.as_ref());
                 tokio::select! {
                     _ = stopped => End::Revoked,
                     _ = lifetime(provider.as_ref(), &mut lease, &broker.config.credentials.retry, renewed) => End::Expired,
+                    kind = identity_expired => End::IdentityExpired(kind),
                 }
             };
             if let Err(e) = session.relay(agent, upstream, ending, &keys, &mut key).await {
@@ -193,7 +225,7 @@ async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
 /// How long the broker tries to hand the agent its last message (a `FATAL`) before it just closes.
 const FINAL_WRITE_LIMIT: Duration = Duration::from_secs(2);
 
-type Started = (UpstreamStream, MintedLease, SharedProvider, Arc<Identity>);
+type Started = (UpstreamStream, MintedLease, SharedProvider, Arc<Identity>, Option<ProofExpiry>);
 
 /// A lease minted for a session that has not been registered yet: nobody else knows it, so unless
 /// it is handed over ([`MintedLease::hand_over`]) it is revoked when dropped, on every early
@@ -266,9 +298,9 @@ async fn identify<S: AsyncRead + AsyncWrite + Unpin>(
     session_id: &str,
     proof: Proof,
     deadline: StartupDeadline,
-) -> Result<Arc<Identity>, Refusal> {
+) -> Result<(Arc<Identity>, Option<ProofExpiry>), Refusal> {
     let result = match proof {
-        Proof::Known(identity) => return Ok(identity),
+        Proof::Known(identity, expiry) => return Ok((identity, expiry)),
         Proof::Refused(e) => Err(e),
         Proof::Token => {
             agent.write_all(&wire::authentication_cleartext_password()).await.map_err(|e| e.to_string())?;
@@ -276,7 +308,11 @@ async fn identify<S: AsyncRead + AsyncWrite + Unpin>(
             let missing = || IdentityError::Missing("this listener requires the agent's identity token (JWT) as the password, e.g. PGPASSWORD=<JWT>".into());
             match deadline.read(read_message(agent)).await {
                 Ok(m) if m.tag == b'p' => match wire::cstr(m.body()) {
-                    Ok((token, _)) if !token.is_empty() => broker.identities.for_token(token).await,
+                    // The session ends when the token would no longer be accepted: its `exp` plus
+                    // the same leeway the verifier allows (never later than a request could use it).
+                    Ok((token, _)) if !token.is_empty() => {
+                        broker.identities.for_token(token).await.map(|(identity, at)| (identity, at.map(|at| ProofExpiry { at, kind: ProofKind::Token })))
+                    }
                     Ok(_) => Err(missing()),
                     Err(_) => Err(IdentityError::Invalid("malformed password message".into())),
                 },
@@ -322,7 +358,7 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let params = startup.parameters().map_err(|e| e.to_string())?;
     // Who is asking is settled first: no identity, no mint and no upstream connection.
-    let identity = identify(broker, db, agent, session_id, proof, deadline).await?;
+    let (identity, proof_expiry) = identify(broker, db, agent, session_id, proof, deadline).await?;
     if let Some((_, asked)) = params.iter().find(|(k, _)| k == "database") {
         if asked != &db.database {
             return Err(format!("this listener serves database {:?} only, not {asked:?}", db.database).into());
@@ -341,7 +377,7 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     let upstream = upstream::login(db, username, password, &forwarded).await.map_err(|e| e.to_string())?;
     agent.write_all(&wire::authentication_ok()).await.map_err(|e| e.to_string())?;
     agent.flush().await.map_err(|e| e.to_string())?;
-    Ok(Some((upstream, minted, provider, identity)))
+    Ok(Some((upstream, minted, provider, identity, proof_expiry)))
 }
 
 /// A fresh user for this session, for the agent `identity`: retried, alerted on failure, recorded before use.
@@ -401,6 +437,8 @@ enum End {
     Expired,
     /// The lease was revoked through the broker API.
     Revoked,
+    /// The agent's identity token or client certificate expired: ended like [`End::Expired`].
+    IdentityExpired(ProofKind),
 }
 
 /// A renewal counts as one only when it moves the expiry at least this much: a provider that keeps
@@ -550,6 +588,8 @@ impl Session {
         let message = match end {
             End::Expired => "credential-broker: the session's database credential expired",
             End::Revoked => "credential-broker: the broker revoked the session's database credential",
+            End::IdentityExpired(ProofKind::Token) => "credential-broker: the agent's identity token expired; reconnect with a fresh one",
+            End::IdentityExpired(ProofKind::Certificate) => "credential-broker: the agent's client certificate expired; reconnect with a fresh one",
         };
         tracing::info!(session = %self.session_id, ?end, "postgres session ended by the broker");
         if whole_messages {

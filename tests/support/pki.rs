@@ -43,8 +43,17 @@ impl TestCa {
 
     /// A leaf certificate with these SANs, written as `{stem}.crt` and `{stem}.key` (PEM).
     pub fn leaf_files(&self, dir: &Path, stem: &str, sans: Vec<SanType>, client: bool) -> (PathBuf, PathBuf) {
+        self.leaf_files_until(dir, stem, sans, client, None)
+    }
+
+    /// [`TestCa::leaf_files`], valid until `not_after` when given (rcgen's default otherwise).
+    pub fn leaf_files_until(&self, dir: &Path, stem: &str, sans: Vec<SanType>, client: bool, not_after: Option<time::OffsetDateTime>) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
+        if let Some(not_after) = not_after {
+            params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+            params.not_after = not_after;
+        }
         params.distinguished_name.push(DnType::CommonName, stem);
         params.subject_alt_names = sans;
         params.use_authority_key_identifier_extension = true;

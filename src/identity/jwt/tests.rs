@@ -44,8 +44,12 @@ async fn verify(f: &Fixture, token: &str) -> Result<VerifiedAgent, String> {
 async fn accepts_es256_and_rs256_and_reads_the_subject() {
     let f = fixture(None).await;
     for alg in ["ES256", "RS256"] {
-        let token = f.issuer.sign(alg, &TestIssuer::claims("system:serviceaccount:team-a:agent"));
-        assert_eq!(verify(&f, &token).await, Ok(VerifiedAgent { agent_id: "system:serviceaccount:team-a:agent".into(), tenant: None }), "{alg}");
+        let claims = TestIssuer::claims("system:serviceaccount:team-a:agent");
+        let token = f.issuer.sign(alg, &claims);
+        // Accepted until exp plus the leeway (30 s), no longer: a database session ends then.
+        let expires_at = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(claims["exp"].as_u64().unwrap() + 30));
+        let want = VerifiedAgent { agent_id: "system:serviceaccount:team-a:agent".into(), tenant: None, expires_at };
+        assert_eq!(verify(&f, &token).await, Ok(want), "{alg}");
     }
 }
 
