@@ -195,6 +195,18 @@ fn psql_without_a_password_reads_through_a_session_user_and_denied_statements_ge
         assert!(Instant::now() < deadline, "the session's user outlived the session: {}", proxy.minted_roles());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The session's end is on the record: its user revoked at the source, under the session's id.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        let records = proxy.audit_records();
+        if let Some(r) = records.iter().find(|r| r["event"] == "revoke").cloned() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no revoke record for the ended session: {records:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ended["reason"], "the database session ended; its user was revoked at the source", "{ended}");
+    assert_eq!((&ended["lease_id"], &ended["details"]["session_id"]), (&issued[0]["lease_id"], &issued[0]["request_id"]), "{ended}");
     // Minted passwords are runs of exactly 48 hex digits (ids have 32, hashes 64). None in the
     // log, the audit or the server's statement log.
     assert!(has_hex_run_of(&format!("password '{}'", "ab12".repeat(12)), 48));

@@ -202,9 +202,11 @@ async fn serve_as<S: AsyncRead + AsyncWrite + Unpin + Send>(
             // The user was made for this session only. Revoked through the API: that revoke
             // took the registration's entry and revokes the lease, once.
             if registration.release() {
-                if let Err(e) = provider.revoke(&lease).await {
+                let revoked = provider.revoke(&lease).await;
+                if let Err(e) = &revoked {
                     tracing::warn!(session = %session_id, lease_id = %lease.id, error = %e, "dropping the session's postgres user failed");
                 }
+                session.audit_end(&lease, revoked.err()).await;
             }
             tracing::info!(session = %session_id, database = %db.name, "postgres session closed");
         }
@@ -655,6 +657,25 @@ impl Session {
         let scope = denied.statement.as_ref().map(|s| &s.scope);
         self.audit_denied(scope, &denied.decision.reason).await;
         Some(denied.decision.reason)
+    }
+
+    /// The `revoke` record of a session that ended on its own (closed by either side, its lease
+    /// or its agent's proof expired): its user is gone, or the record says why not.
+    async fn audit_end(&self, lease: &Lease, provider_error: Option<crate::providers::ProviderError>) {
+        let mut record = AuditRecord::new(AuditEvent::Revoke, &self.session_id, &self.identity.agent_id, &self.identity.tenant);
+        record.route = Some(format!("database:{}", self.db.name));
+        record.provider = Some(lease.provider.clone());
+        record.lease_id = Some(lease.id.clone());
+        record.credential_scope = Some(lease.credential_scope.clone());
+        record.expiry = Some(rfc3339(lease.expires_at));
+        record.details.insert("session_id".into(), self.session_id.clone());
+        record.reason = Some(match provider_error {
+            None => "the database session ended; its user was revoked at the source".into(),
+            Some(e) => format!("the database session ended; the provider could not revoke its user at the source: {e}"),
+        });
+        if let Err(e) = self.broker.audit(record).await {
+            tracing::error!(session = %self.session_id, error = %e, "auditing the end of a database session failed");
+        }
     }
 
     async fn audit_denied(&self, scope: Option<&Scope>, reason: &str) {
