@@ -360,11 +360,10 @@ fn grants_list_each_session_under_its_agent_and_revoking_one_agent_spares_the_ot
     wait_output(b, Duration::from_secs(10));
 }
 
-/// mtls mode: `psql` with a client certificate is named by its SPIFFE ID; without one, or in
-/// cleartext, it gets FATAL 28000 and nothing is minted.
-#[test]
-fn mtls_agents_are_named_by_their_client_certificate() {
-    let s = Setup::start(|d, ca| {
+/// A broker whose listener takes agents by client certificate (SPIFFE IDs in `cluster.local`,
+/// the tenant from the ID's first path segment), presenting a certificate for 127.0.0.1.
+fn mtls_setup() -> Setup {
+    Setup::start(|d, ca| {
         let (crt, key) = ca.leaf_files(d, "listener", vec![SanType::IpAddress("127.0.0.1".parse().unwrap())], false);
         format!(
             "identity:\n  mode: mtls\n  mtls: {{client_ca_file: {}, cert_file: {}, key_file: {}, trust_domain: cluster.local, tenant_path_segment: 1}}",
@@ -372,7 +371,14 @@ fn mtls_agents_are_named_by_their_client_certificate() {
             crt.display(),
             key.display()
         )
-    });
+    })
+}
+
+/// mtls mode: `psql` with a client certificate is named by its SPIFFE ID; without one, or in
+/// cleartext, it gets FATAL 28000 and nothing is minted.
+#[test]
+fn mtls_agents_are_named_by_their_client_certificate() {
+    let s = mtls_setup();
     let d = s.dir.path();
     let client = |name: &str| -> (PathBuf, PathBuf) {
         let spiffe = format!("spiffe://cluster.local/ns/acme/sa/{name}");
@@ -496,15 +502,7 @@ fn a_session_ends_when_its_agents_token_expires() {
 /// mtls mode: a session does not outlive its agent's client certificate (`notAfter`).
 #[test]
 fn a_session_ends_when_its_agents_client_certificate_expires() {
-    let s = Setup::start(|d, ca| {
-        let (crt, key) = ca.leaf_files(d, "listener", vec![SanType::IpAddress("127.0.0.1".parse().unwrap())], false);
-        format!(
-            "identity:\n  mode: mtls\n  mtls: {{client_ca_file: {}, cert_file: {}, key_file: {}, trust_domain: cluster.local, tenant_path_segment: 1}}",
-            ca.cert_path.display(),
-            crt.display(),
-            key.display()
-        )
-    });
+    let s = mtls_setup();
     let d = s.dir.path();
     let not_after = (unix_now() as i64) + 8;
     let spiffe = "spiffe://cluster.local/ns/acme/sa/agent-a";
