@@ -26,6 +26,9 @@ fn pod_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
         .env("DEMO_MOTO_ADDR", "127.0.0.1:5000")
         .env("DEMO_TOKEN_URL", "https://localhost:8444/oauth/token")
         .env("DEMO_CLIENT_SECRET_FILE", dir.join("client-secret"))
+        .env("DEMO_PG_ADDR", "127.0.0.1:5432")
+        .env("DEMO_VAULT_ADDR", "http://127.0.0.1:8200")
+        .env("DEMO_VAULT_TOKEN_FILE", repo().join("Cargo.toml")) // only existence is checked
 }
 
 fn shipped_files(ext: &str) -> Vec<PathBuf> {
