@@ -25,6 +25,10 @@ import rego.v1
 
 default decision := {"allow": false, "reason": "no rule allows this request"}
 
+decision := {"allow": true, "reason": "agents may open sessions on shop"} if {
+    input.scope.action == "postgres:CONNECT"
+}
+
 decision := {"allow": true, "reason": "statements without tables"} if {
     input.scope.action == "postgres:SELECT"
     input.scope.resource == "postgres://127.0.0.1/shop"

@@ -17,6 +17,10 @@ import rego.v1
 
 default decision := {"allow": false, "reason": "no rule allows this request"}
 
+decision := {"allow": true, "reason": "agents may open sessions on shop"} if {
+    input.scope.action == "postgres:CONNECT"
+}
+
 decision := {"allow": true, "reason": "agents may read orders"} if {
     input.scope.action == "postgres:SELECT"
     input.scope.resource in {"postgres://127.0.0.1/shop/public.orders", "postgres://127.0.0.1/shop"}
@@ -281,6 +285,29 @@ fn no_credential_no_session() {
     assert!(log.contains("Credential Minting Failure: provider pg failed 4 time(s); failing closed"), "no alert in the broker log:\n{log}");
     let server_log = pg.log();
     assert!(!server_log.contains("user=cb_agent") && !server_log.contains("user=agent"), "an agent session reached the server:\n{server_log}");
+}
+
+/// Opening a session is itself a policy decision (`postgres:CONNECT` on the database): without a
+/// rule allowing it the agent gets FATAL 42501 with the reason, and no user is minted.
+#[test]
+fn a_session_the_policy_does_not_allow_mints_nothing() {
+    let no_connect = POLICY.replace("input.scope.action == \"postgres:CONNECT\"", "input.scope.action == \"postgres:NEVER\"");
+    assert_ne!(no_connect, POLICY);
+    let proxy = Proxy::start_with_policy(|yaml| yaml, &no_connect);
+    let out = proxy.psql("SELECT 1;\n");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success() && stdout.trim().is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("FATAL:  credential-broker: permission denied: opening a session on shop needs postgres:CONNECT: no rule allows this request"),
+        "{stderr}"
+    );
+    let records = proxy.audit_records();
+    assert!(records.iter().all(|r| r["event"] != "issue"), "a user was minted: {records:?}");
+    let denied: Vec<_> = records.iter().filter(|r| r["event"] == "deny").collect();
+    assert_eq!(denied.len(), 1, "{records:?}");
+    assert_eq!(denied[0]["scope"]["permissions"][0]["action"], "postgres:CONNECT", "{records:?}");
+    assert_eq!(proxy.minted_roles(), "", "no role may exist");
+    assert!(!proxy.pg.log().contains("user=cb_agent"), "a session reached the server");
 }
 
 /// A connection that never finishes its startup does not hold a slot for ever: after

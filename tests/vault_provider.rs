@@ -30,6 +30,10 @@ import rego.v1
 
 default decision := {"allow": false, "reason": "no rule allows this request"}
 
+decision := {"allow": true, "reason": "agents may open sessions on shop"} if {
+    input.scope.action == "postgres:CONNECT"
+}
+
 decision := {"allow": true, "reason": "agents may read orders"} if {
     input.scope.action == "postgres:SELECT"
 }

@@ -19,6 +19,11 @@ decision := {"allow": true, "reason": "the demo agent's bucket", "ttl_seconds": 
 
 # Postgres (every statement, per table): orders may be read; customers holds personal data and is
 # off limits whatever the statement; deleting needs a human. The rules never overlap.
+decision := {"allow": true, "reason": "the agent may open sessions on shop"} if {
+	input.scope.action == "postgres:CONNECT"
+	endswith(input.scope.resource, "/shop")
+}
+
 decision := {"allow": true, "reason": "the agent may read orders"} if {
 	input.scope.action == "postgres:SELECT"
 	endswith(input.scope.resource, "/shop/public.orders")

@@ -369,8 +369,11 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     let mut forwarded: Vec<(String, String)> = params.into_iter().filter(|(k, _)| FORWARDED_PARAMETERS.contains(&k.as_str())).collect();
     forwarded.push(("database".into(), db.database.clone()));
 
+    // No credential without the policy's yes: opening a session is `postgres:CONNECT` on the
+    // database, decided before any user is minted.
+    let ttl = connect_allowed(broker, db, &identity, session_id).await?;
     let provider = broker.providers.get(&db.provider).cloned().ok_or_else(|| format!("provider {:?} is not configured", db.provider))?;
-    let lease = mint(broker, db, &provider, session_id, &identity).await?;
+    let lease = mint(broker, db, &provider, session_id, &identity, ttl).await?;
     // Revoked on every return below but the last, which hands it to the session.
     let minted = MintedLease { lease: Some(lease), provider: provider.clone(), session_id: session_id.to_string() };
     let Credential::Password { username, password } = &minted.lease().credential else {
@@ -382,15 +385,52 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Some((upstream, minted, provider, identity, proof_expiry)))
 }
 
-/// A fresh user for this session, for the agent `identity`: retried, alerted on failure, recorded before use.
-async fn mint(broker: &Arc<Broker>, db: &DatabaseListener, provider: &SharedProvider, session_id: &str, identity: &Identity) -> Result<Lease, String> {
+/// The policy's decision on `postgres:CONNECT` for this agent: the credential's longest life
+/// (the policy's `ttl_seconds`, else the configured default) when allowed; else an audited
+/// refusal with SQLSTATE 42501 and the reason.
+async fn connect_allowed(broker: &Broker, db: &DatabaseListener, identity: &Identity, session_id: &str) -> Result<std::time::Duration, Refusal> {
+    let scope = connect_scope(db);
+    let facts = crate::policy::RequestFacts {
+        id: session_id.into(),
+        protocol: "postgres".into(),
+        method: "CONNECT".into(),
+        host: db.upstream_host.clone(),
+        path: format!("/{}", db.database),
+    };
+    let decision = broker.policy.decide(identity, &facts, &scope);
+    let default_ttl = broker.config.credentials.default_ttl;
+    if decision.allow {
+        return Ok(decision.ttl_seconds.map(std::time::Duration::from_secs).map_or(default_ttl, |t| t.min(default_ttl)));
+    }
+    let mut record = AuditRecord::new(AuditEvent::Deny, session_id, &identity.agent_id, &identity.tenant);
+    record.route = Some(format!("database:{}", db.name));
+    record.scope = Some(scope);
+    record.decision = Some("deny".into());
+    record.reason = Some(decision.reason.clone());
+    if let Err(e) = broker.audit(record).await {
+        tracing::error!(session = %session_id, error = %e, "auditing a refused postgres session failed");
+    }
+    tracing::info!(session = %session_id, database = %db.name, reason = %decision.reason, "postgres session denied by policy");
+    Err(Refusal { code: "42501", message: format!("permission denied: opening a session on {} needs postgres:CONNECT: {}", db.database, decision.reason) })
+}
+
+/// A fresh user for this session, for the agent `identity`, living at most `ttl`: retried,
+/// alerted on failure, recorded before use.
+async fn mint(
+    broker: &Arc<Broker>,
+    db: &DatabaseListener,
+    provider: &SharedProvider,
+    session_id: &str,
+    identity: &Identity,
+    ttl: std::time::Duration,
+) -> Result<Lease, String> {
     let identity = identity.clone();
     let scope = connect_scope(db);
     let req = MintRequest {
         credential_scope: provider.credential_scope(&scope, "CONNECT"),
         identity: identity.clone(),
         scope: scope.clone(),
-        ttl: broker.config.credentials.default_ttl,
+        ttl,
         request_id: session_id.into(),
     };
     let minted = with_retries(&broker.config.credentials.retry, |_| provider.mint(&req)).await;
