@@ -390,14 +390,7 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
 /// refusal with SQLSTATE 42501 and the reason.
 async fn connect_allowed(broker: &Broker, db: &DatabaseListener, identity: &Identity, session_id: &str) -> Result<std::time::Duration, Refusal> {
     let scope = connect_scope(db);
-    let facts = crate::policy::RequestFacts {
-        id: session_id.into(),
-        protocol: "postgres".into(),
-        method: "CONNECT".into(),
-        host: db.upstream_host.clone(),
-        path: format!("/{}", db.database),
-    };
-    let decision = broker.policy.decide(identity, &facts, &scope);
+    let decision = broker.policy.decide(identity, &statements::request_facts(db, session_id, "CONNECT"), &scope);
     let default_ttl = broker.config.credentials.default_ttl;
     if decision.allow {
         return Ok(decision.ttl_seconds.map(std::time::Duration::from_secs).map_or(default_ttl, |t| t.min(default_ttl)));

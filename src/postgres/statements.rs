@@ -21,6 +21,12 @@ pub fn database(db: &DatabaseListener) -> Database {
     Database { host: db.upstream_host.clone(), name: db.database.clone(), default_schema: "public".into() }
 }
 
+/// The policy's `input.request` for one Postgres decision: `verb` is the SQL verb, or `CONNECT`
+/// for opening a session.
+pub fn request_facts(db: &DatabaseListener, request_id: &str, verb: &str) -> RequestFacts {
+    RequestFacts { id: request_id.into(), protocol: "postgres".into(), method: verb.into(), host: db.upstream_host.clone(), path: format!("/{}", db.database) }
+}
+
 /// Decides every statement of `sql` (a simple query, or with `parse` the query of one `Parse`).
 /// An unclassifiable string is one denied entry without a scope.
 pub fn decide(policy: &PolicyEngine, identity: &Identity, db: &DatabaseListener, request_id: &str, sql: &str, parse: bool) -> Vec<StatementDecision> {
@@ -34,16 +40,7 @@ pub fn decide(policy: &PolicyEngine, identity: &Identity, db: &DatabaseListener,
         .map(|statement| {
             let decision = match statement.scope.permissions.iter().find(|p| is_session_changing(&p.action)) {
                 Some(p) => Decision::deny(format!("{} changes the session ({}) and is not allowed through the broker", statement.sql_verb, p.action)),
-                None => {
-                    let facts = RequestFacts {
-                        id: request_id.into(),
-                        protocol: "postgres".into(),
-                        method: statement.sql_verb.clone(),
-                        host: db.upstream_host.clone(),
-                        path: format!("/{}", db.database),
-                    };
-                    policy.decide(identity, &facts, &statement.scope)
-                }
+                None => policy.decide(identity, &request_facts(db, request_id, &statement.sql_verb), &statement.scope),
             };
             StatementDecision { statement: Some(statement), decision }
         })
