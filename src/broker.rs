@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::admin::auth::AdminToken;
 use crate::admin::grants::MintedScopes;
-use crate::audit::{AuditLog, AuditRecord};
+use crate::audit::{AuditLog, AuditRecord, RefusalAudit};
 use crate::config::{Config, ProviderConfig};
 use crate::identity::AgentIdentities;
 use crate::metrics::Metrics;
@@ -34,6 +34,8 @@ pub struct Broker {
     pub providers: HashMap<String, SharedProvider>,
     pub cache: Arc<LeaseCache>,
     pub audit: AuditLog,
+    /// Refusals outside the pipeline (unrouted, malformed, limits, admin 401/403), rate-limited.
+    pub refusals: Arc<RefusalAudit>,
     pub alerts: Alerts,
     pub metrics: Arc<Metrics>,
     /// The request scope each cached lease was minted for, for `GET /v1/grants`.
@@ -78,6 +80,7 @@ impl Broker {
             };
             WebhookSink::start(settings, client.clone(), metrics.clone())
         });
+        let refusals = RefusalAudit::new(audit.clone(), &config.identity.tenant, Some(metrics.clone()));
         Ok(Arc::new(Broker {
             cache: LeaseCache::new(config.credentials.refresh_before_expiry, config.credentials.cache_max_entries),
             config,
@@ -86,6 +89,7 @@ impl Broker {
             ca,
             policy,
             providers,
+            refusals,
             audit,
             alerts: Alerts::new(webhook, metrics.clone()),
             metrics,

@@ -40,6 +40,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdminLabel {
     pub endpoint: &'static str,
     pub status: u16,
@@ -68,6 +73,7 @@ pub struct Metrics {
     pub alert_deliveries: Family<ResultLabel, Counter>,
     pub admin_requests: Family<AdminLabel, Counter>,
     pub revocations: Counter,
+    pub refusals: Family<CodeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -105,6 +111,8 @@ impl Metrics {
         registry.register("admin_requests", "Admin listener requests, by endpoint and status", admin_requests.clone());
         let revocations = Counter::default();
         registry.register("revocations", "Leases revoked through the broker API", revocations.clone());
+        let refusals = Family::<CodeLabel, Counter>::default();
+        registry.register("refusals", "Refusals outside the request pipeline (unrouted, malformed, connection limits…), by code", refusals.clone());
         Metrics {
             registry,
             requests,
@@ -120,7 +128,13 @@ impl Metrics {
             alert_deliveries,
             admin_requests,
             revocations,
+            refusals,
         }
+    }
+
+    /// A refusal outside the request pipeline (counted even when its audit record is aggregated).
+    pub fn refusal(&self, code: &'static str) {
+        self.refusals.get_or_create(&CodeLabel { code }).inc();
     }
 
     pub fn request(&self, route: &str, outcome: &str) {

@@ -2,8 +2,10 @@
 //! before it, written and fsync'd before the credential it records is used. Never a secret.
 
 pub mod record;
+pub mod refusals;
 pub mod verify;
 pub mod writer;
 
 pub use record::{AuditEvent, AuditRecord};
+pub use refusals::{Refusal, RefusalAudit};
 pub use writer::{AuditError, AuditLog};
