@@ -150,25 +150,19 @@ fn denial(identity: &Identity, route: &Route, request_id: &str, scope: Option<Sc
     r
 }
 
-/// The agent id in the audit record of a request that proved no identity.
-pub const UNIDENTIFIED_AGENT: &str = "unidentified";
-
 /// Record an identity refusal (407/403) as a `deny`, so failed identity attempts show in the
-/// audit. Only what is known is written: the reason, never the token. Queued without waiting
-/// for its fsync (the request is refused either way); a failed write is logged.
+/// audit. Only what is known is written: the reason, never the token. Anyone who can reach a
+/// listener can cause these, so they go through the rate-limited refusal auditor (a burst
+/// written one by one, the rest counted) and never wait for an fsync.
 pub(crate) fn audit_identity_refusal(broker: &Broker, request_id: &str, route: Option<&str>, e: &crate::identity::IdentityError) {
-    let mut r = AuditRecord::new(AuditEvent::Deny, request_id, UNIDENTIFIED_AGENT, &broker.config.identity.tenant);
-    r.route = route.map(str::to_string);
-    r.decision = Some("deny".into());
-    r.reason = Some(e.to_string());
     let code = match e {
         crate::identity::IdentityError::Missing(_) => "identity_required",
         crate::identity::IdentityError::Invalid(_) => "identity_invalid",
     };
-    r.details.insert("code".into(), code.into());
-    if let Err(err) = broker.audit.append_in_background(r) {
-        tracing::error!(request_id, error = %err, "cannot audit an identity refusal");
-    }
+    let reason = e.to_string();
+    let mut refusal = crate::audit::Refusal::new(code, route.unwrap_or("proxy"), request_id, &reason);
+    refusal.route = route;
+    broker.refusals.record(refusal);
 }
 
 /// Ask the policy; a deny is audited and becomes a 403 with the policy's reason.
