@@ -67,7 +67,7 @@ const AWS_PATHS: &[&str] =
     &["/reports/q1.csv", "/reports/q2.csv", "/reports/q3.csv", "/reports/q4.csv", "/logs/a.json", "/logs/b.json", "/img/x.png", "/img/y.png"];
 /// What the agent's SDK sends: a SigV4 header made with the placeholder key id.
 const AWS_PLACEHOLDER_AUTH: &str = "AWS4-HMAC-SHA256 Credential=credential-broker-placeholder/20261130/us-east-1/s3/aws4_request, \
-                                    SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=0000";
+                                    SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000";
 const PLACEHOLDER: &str = "credential-broker-placeholder";
 const FAKE_TOKEN: &str = "fake-bench-token-5d1c9e0a7b3f";
 const TOKEN_VAR: &str = "CB_BENCH_FAKE_TOKEN";

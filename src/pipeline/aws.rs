@@ -32,10 +32,20 @@ pub(super) async fn process(
         Err::<Response<Body>, _>(err)
     };
 
-    // A real key in the agent's hands is refused before anything else happens.
-    if let Err(e) = sigv4::check_placeholder(req.headers(), req.uri().query(), &cfg.placeholder_access_key_id) {
-        return refuse(None, e.to_string(), BrokerError::NotPlaceholder(e.to_string())).await;
-    }
+    // Before anything else: only a well-formed SigV4 signature by the placeholder key goes on. A
+    // real key, a session token, another signature scheme or no signature at all is refused (403)
+    // and audited with its code. The scope the SDK signed for (date, region, service) is not acted
+    // on yet.
+    let _signed_for = match sigv4::check_agent_signature(req.headers(), req.uri().query(), &cfg.placeholder_access_key_id) {
+        Ok(signed) => signed,
+        Err(e) => {
+            let err = BrokerError::from(e);
+            let mut record = denial(identity, route, request_id, None, err.to_string());
+            record.details.insert("code".into(), err.code().into());
+            audit(broker, record).await?;
+            return Err(err);
+        }
+    };
     let authority = if target.port == 443 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
     let Some(endpoint) = resolve_endpoint(&authority, &cfg.custom_endpoints) else {
         let reason = format!("unclassified AWS request: {} is not a known AWS endpoint", target.host);

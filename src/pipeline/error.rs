@@ -15,6 +15,9 @@ pub enum BrokerError {
     Unclassified(String),
     #[error("{0}")]
     NotPlaceholder(String),
+    /// An AWS request whose signature is not a well-formed SigV4 signature by the placeholder key.
+    #[error("{0}")]
+    AgentSignature(String),
     #[error("refusing to send credentials for {0} over cleartext http; use https")]
     PlaintextRefused(String),
     #[error("credential minting failed for provider {provider}: {message}")]
@@ -50,11 +53,23 @@ impl From<crate::identity::IdentityError> for BrokerError {
     }
 }
 
+impl From<crate::inject::sigv4::AgentSignatureError> for BrokerError {
+    fn from(e: crate::inject::sigv4::AgentSignatureError) -> Self {
+        if e.is_real_credential() {
+            BrokerError::NotPlaceholder(e.to_string())
+        } else {
+            BrokerError::AgentSignature(e.to_string())
+        }
+    }
+}
+
 impl BrokerError {
     fn status(&self) -> StatusCode {
         use BrokerError::*;
         match self {
-            Unrouted(_) | Denied(_) | Unclassified(_) | NotPlaceholder(_) | PlaintextRefused(_) | IdentityInvalid(_) => StatusCode::FORBIDDEN,
+            Unrouted(_) | Denied(_) | Unclassified(_) | NotPlaceholder(_) | AgentSignature(_) | PlaintextRefused(_) | IdentityInvalid(_) => {
+                StatusCode::FORBIDDEN
+            }
             IdentityRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             MintFailed { .. } | AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -73,6 +88,7 @@ impl BrokerError {
             Denied(_) => "policy_denied",
             Unclassified(_) => "unclassified_request",
             NotPlaceholder(_) => "real_credential_refused",
+            AgentSignature(_) => "agent_signature_refused",
             PlaintextRefused(_) => "plaintext_refused",
             MintFailed { .. } => "credential_minting_failed",
             AuditUnavailable(_) => "audit_unavailable",

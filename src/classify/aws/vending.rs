@@ -1,13 +1,19 @@
-//! Credential-vending actions: the broker denies them by default so that an agent cannot turn it
-//! into a source of real secrets or long-lived credentials. Classification still names them, so
-//! `explain` shows what was asked for; policy may allow a specific one explicitly.
+//! Credential-vending actions: the broker refuses them whatever the policy says, so that an agent
+//! cannot turn it into a source of real secrets or long-lived credentials (a policy that allows
+//! everything still cannot hand one out). Classification still names them, so `explain` and the
+//! audit record show what was asked for.
 
 /// Actions that hand out credentials, secrets, or the means to sign in.
 ///
 /// Choices worth stating:
 /// - `kms:Decrypt` is listed: it turns stored ciphertext (envelope-encrypted secrets, SOPS files,
 ///   encrypted environment files) into plaintext secrets. `Encrypt`/`GenerateDataKey*` are not:
-///   they produce fresh material and reveal nothing that already exists.
+///   they produce fresh material and reveal nothing that already exists (a data key the agent
+///   generates protects only what the agent itself encrypts with it).
+/// - `kms:DeriveSharedSecret` is listed: the ECDH secret is a fixed function of the KMS private key
+///   and a public key, so for a peer's public key it is the secret that peer already shares with
+///   the key's owner. (Not classified today, so refused as unclassified; listed so that it stays
+///   refused when the classifier learns it.)
 /// - `ssm:GetParameter*` are listed whether or not `WithDecryption` is set: the IAM action is the
 ///   same, SecureString parameters are where secrets live in Parameter Store, and plain ones are
 ///   often secrets too.
@@ -39,6 +45,7 @@ const VENDING: &[&str] = &[
     "ssm:GetParametersByPath",
     "ssm:GetParameterHistory",
     "kms:Decrypt",
+    "kms:DeriveSharedSecret",
     // Federation and registries.
     "sso:GetRoleCredentials",
     "cognito-identity:GetCredentialsForIdentity",
@@ -58,6 +65,7 @@ const VENDING: &[&str] = &[
     // Hosts.
     "ec2:GetPasswordData",
     "ec2-instance-connect:SendSSHPublicKey",
+    "ec2-instance-connect:SendSerialConsoleSSHPublicKey",
     "lightsail:GetInstanceAccessDetails",
     "iot:CreateKeysAndCertificate",
 ];
@@ -81,6 +89,8 @@ mod tests {
             "secretsmanager:GetSecretValue",
             "ssm:GetParameters",
             "kms:Decrypt",
+            "kms:DeriveSharedSecret",
+            "ec2-instance-connect:SendSerialConsoleSSHPublicKey",
             "sso:GetRoleCredentials",
             "ecr:GetAuthorizationToken",
             "rds-db:connect",
@@ -92,7 +102,7 @@ mod tests {
 
     #[test]
     fn ordinary_actions_are_not_vending() {
-        for a in ["s3:GetObject", "sts:GetCallerIdentity", "kms:Encrypt", "secretsmanager:DescribeSecret", "sts:AssumeRole*", ""] {
+        for a in ["s3:GetObject", "sts:GetCallerIdentity", "kms:Encrypt", "kms:GenerateDataKey", "secretsmanager:DescribeSecret", "sts:AssumeRole*", ""] {
             assert!(!is_credential_vending(a), "{a}");
         }
     }
