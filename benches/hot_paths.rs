@@ -110,6 +110,7 @@ fn facts(method: &str, path: &str) -> RequestFacts {
         method: method.into(),
         host: "api.github.com".into(),
         path: path.into(),
+        upgrade: None,
     }
 }
 

@@ -1,7 +1,12 @@
 # credential-broker policy. Evaluated once per permission in a request's scope; every permission
 # must be allowed. The input document:
 #   input.agent   {agent_id, tenant, labels}
-#   input.request {id, protocol, method, host, path}
+#   input.request {id, protocol, method, host, path, upgrade}
+#     path is canonical (dot-segments resolved, `//` merged, encoded unreserved characters decoded;
+#     ambiguous paths such as `%2f` or a climb above the root are refused before any policy runs),
+#     and exactly that path is forwarded. upgrade is present only on a protocol upgrade
+#     (e.g. "websocket"); its scope action is "http:UPGRADE", not the method, so a GET rule never
+#     opens a tunnel.
 #   input.scope   {service, region, action, resource}   (one permission)
 #   input.time    {now_ns}
 # The answer: {"allow": bool, "reason": string, "ttl_seconds": number (optional, shortens the credential)}.

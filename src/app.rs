@@ -116,10 +116,14 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
     for t in &tasks {
         t.abort();
     }
-    if drain.drain(config.limits.drain_grace).await {
-        tracing::info!("drained");
+    // One grace period for both: connections finishing their requests, and upgraded connections
+    // (WebSocket), which hyper no longer tracks once it has handed them off.
+    let open_tunnels = broker.tunnels.len();
+    let (connections, tunnels) = tokio::join!(drain.drain(config.limits.drain_grace), broker.tunnels.drain(config.limits.drain_grace));
+    if connections && tunnels {
+        tracing::info!(upgraded_connections = open_tunnels, "drained");
     } else {
-        tracing::warn!("grace period over; closing remaining connections");
+        tracing::warn!(upgraded_connections_closed = !tunnels, "grace period over; closing remaining connections");
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::admin::grants::MintedScopes;
 use crate::audit::{AuditLog, AuditRecord, RefusalAudit};
 use crate::config::{Config, ProviderConfig};
 use crate::identity::AgentIdentities;
+use crate::listener::Tunnels;
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
 use crate::postgres::registry::SessionRegistry;
@@ -47,6 +48,8 @@ pub struct Broker {
     pub client: HttpClient,
     /// HTTP/1.1 only, for WebSocket and other upgrades.
     pub upgrade_client: HttpClient,
+    /// The byte copies of upgraded connections, waited for and then closed on shutdown.
+    pub tunnels: Tunnels,
     ready: AtomicBool,
 }
 
@@ -98,6 +101,7 @@ impl Broker {
             admin_token,
             client,
             upgrade_client,
+            tunnels: Tunnels::default(),
             ready: AtomicBool::new(false),
         }))
     }

@@ -43,17 +43,29 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
         Inject::Header(h) => h,
         Inject::SigV4(sigv4) => return explain_aws(config, req, &url, route, sigv4, &identity),
     };
-    let scope = match classify::http::classify(&method, url.scheme(), &host, url.path()) {
-        Ok(s) => s,
-        Err(e) => return Ok(json!({"route": route.name, "scope": null, "decision": {"allow": false, "reason": e.reason}})),
-    };
-    let policy = PolicyEngine::load(&config.policy.file, &config.policy.query)?;
-    let facts = RequestFacts { id: "explain".into(), protocol: url.scheme().into(), method: method.clone(), host: host.clone(), path: url.path().into() };
-    let mut decision = policy.decide(&identity, &facts, &scope);
     let mut headers = http::HeaderMap::new();
     for (k, v) in &req.headers {
         headers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(v)?);
     }
+    // The same path and action the proxy would decide on: the canonical path, `http:UPGRADE`
+    // for an upgrade.
+    let refused = |reason: String| Ok(json!({"route": route.name, "scope": null, "decision": {"allow": false, "reason": reason}}));
+    let path = match classify::path::canonical_path(url.path()) {
+        Ok(p) => p,
+        Err(e) => return refused(format!("request path {:?} refused: {e}", url.path())),
+    };
+    let upgrade = match crate::pipeline::upgrade_protocol(&headers) {
+        Ok(u) => u,
+        Err(e) => return refused(e.to_string()),
+    };
+    let action = if upgrade.is_some() { "UPGRADE" } else { method.as_str() };
+    let scope = match classify::http::classify(action, url.scheme(), &host, &path) {
+        Ok(s) => s,
+        Err(e) => return refused(e.reason),
+    };
+    let policy = PolicyEngine::load(&config.policy.file, &config.policy.query)?;
+    let facts = RequestFacts { id: "explain".into(), protocol: url.scheme().into(), method: method.clone(), host: host.clone(), path, upgrade };
+    let mut decision = policy.decide(&identity, &facts, &scope);
     if decision.allow {
         if let Err(e) = check_placeholder(&headers, inject) {
             decision = crate::policy::Decision::deny(e.to_string());
@@ -121,6 +133,7 @@ fn explain_aws(config: &Config, req: &ExplainRequest, url: &url::Url, route: &Ro
             method: method.to_string(),
             host: url.host_str().unwrap_or_default().into(),
             path: url.path().into(),
+            upgrade: None,
         };
         policy.decide(identity, &facts, &scope)
     };

@@ -34,6 +34,13 @@ decision := {"allow": true, "reason": "the sandbox repository may be edited"} if
     input.scope.resource == "https://api.github.test/repos/acme/sandbox"
 }
 
+# A WebSocket is its own action (http:UPGRADE): allowing GET does not open a tunnel.
+decision := {"allow": true, "reason": "websockets on the tenant's repositories"} if {
+    input.scope.action == "http:UPGRADE"
+    input.request.upgrade == "websocket"
+    startswith(input.scope.resource, "https://api.github.test/repos/acme/")
+}
+
 decision := {"allow": false, "reason": "writes to repositories need a human"} if {
     input.scope.action in {"http:POST", "http:PUT", "http:DELETE"}
 }

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod http;
+pub mod path;
 pub mod postgres;
 
 use serde::Serialize;

@@ -91,3 +91,31 @@ fn governance_keys_are_validated_with_their_paths() {
     let unknown = load(&format!("{MINIMAL}admin: {{token: x}}\n")).unwrap_err();
     assert!(unknown[0].path.starts_with("admin"), "{unknown:?}");
 }
+
+#[test]
+fn an_endpoint_base_path_must_be_canonical_as_written() {
+    let with_base =
+        |url: &str| MINIMAL.replace("    provider: dev\n", &format!("    provider: dev\n    endpoint: {{listen: \"127.0.0.1:0\", upstream: \"{url}\"}}\n"));
+    for ok in [
+        "https://api.example.test",
+        "https://api.example.test/",
+        "https://api.example.test/v1",
+        "https://api.example.test/v1/",
+        "https://api.example.test/a%20b",
+    ] {
+        let c = load(&with_base(ok)).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+        assert!(c.routes[0].endpoint.is_some(), "{ok}");
+    }
+    for (bad, says) in [
+        ("https://api.example.test/v1/../admin", "write it as \"/admin\""),
+        ("https://api.example.test/v1/%2e%2e/admin", "write it as \"/admin\""),
+        ("https://api.example.test/v1//x", "write it as \"/v1/x\""),
+        ("https://api.example.test/../x", "climbs above the root"),
+        ("https://api.example.test/v1%2fx", "encoded /"),
+        ("https://api.example.test/v1?x=1", "no query or fragment"),
+    ] {
+        let problems = load(&with_base(bad)).unwrap_err();
+        let p = problems.iter().find(|p| p.path == "routes[0].endpoint.upstream").unwrap_or_else(|| panic!("{bad}: {problems:?}"));
+        assert!(p.message.contains(says), "{bad}: {}", p.message);
+    }
+}

@@ -100,6 +100,32 @@ fn https_url(p: &mut Problems, path: &str, v: &str, allow_http_loopback: bool) -
     }
 }
 
+/// An endpoint's base path is prepended to every (canonical) request path, so it must be
+/// canonical itself, as written: `url` resolves `..` and `%2e` silently, so the text is checked.
+/// A query or fragment would be silently dropped; refused too.
+fn canonical_base_url(p: &mut Problems, path: &str, raw: &str, url: &url::Url) -> bool {
+    if url.query().is_some() || url.fragment().is_some() {
+        p.add(path, format!("{raw:?}: a base URL takes no query or fragment"));
+        return false;
+    }
+    let after_scheme = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    let written = after_scheme.find('/').map_or("", |at| &after_scheme[at..]);
+    if written.is_empty() {
+        return true;
+    }
+    match crate::classify::path::canonical_path(written) {
+        Ok(canonical) if canonical == written => true,
+        Ok(canonical) => {
+            p.add(path, format!("base path {written:?} is not canonical; write it as {canonical:?}"));
+            false
+        }
+        Err(e) => {
+            p.add(path, format!("base path {written:?} refused: {e}"));
+            false
+        }
+    }
+}
+
 fn is_loopback(u: &url::Url) -> bool {
     match u.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -424,7 +450,8 @@ fn validate_routes(p: &mut Problems, raw: Vec<RawRoute>, providers: &BTreeMap<St
         });
         let endpoint = r.endpoint.and_then(|e| {
             let listen = socket_addr(p, &format!("{path}.endpoint.listen"), &e.listen);
-            let upstream = https_url(p, &format!("{path}.endpoint.upstream"), &e.upstream, r.allow_plaintext_upstream);
+            let upstream = https_url(p, &format!("{path}.endpoint.upstream"), &e.upstream, r.allow_plaintext_upstream)
+                .filter(|u| canonical_base_url(p, &format!("{path}.endpoint.upstream"), &e.upstream, u));
             Some(Endpoint { listen: listen?, upstream: upstream? })
         });
         if !providers.contains_key(&r.provider) {

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Limits;
 use crate::upstream::Body;
-pub use drain::Drain;
+pub use drain::{Drain, Tunnels};
 
 /// The HTTP server settings every listener uses: header limits and timeouts from config.
 pub fn server_builder(limits: &Limits, http1_only: bool) -> auto::Builder<TokioExecutor> {

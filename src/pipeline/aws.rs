@@ -23,7 +23,6 @@ pub(super) async fn process(
     identity: &Identity,
     request_id: &str,
     req: Request<Incoming>,
-    path: String,
     cfg: &SigV4Inject,
 ) -> Result<Response<Body>, BrokerError> {
     let route = &target.route;
@@ -50,6 +49,17 @@ pub(super) async fn process(
     let Some(endpoint) = resolve_endpoint(&authority, &cfg.custom_endpoints) else {
         let reason = format!("unclassified AWS request: {} is not a known AWS endpoint", target.host);
         return refuse(None, reason.clone(), BrokerError::Unclassified(reason)).await;
+    };
+    if super::headers::is_upgrade(req.headers()) {
+        // Dropping the Upgrade header would answer an upgrade with something else; say why instead.
+        let e = BrokerError::TunnelRefused(
+            "protocol upgrades are not supported on AWS routes: the broker signs each request and cannot see inside a tunnel".into(),
+        );
+        return super::refuse(broker, identity, route, request_id, None, e).await;
+    }
+    let path = match request_path(&target.base_path, &endpoint, req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => return super::refuse(broker, identity, route, request_id, None, e).await,
     };
 
     let (mut parts, body) = req.into_parts();
@@ -89,7 +99,7 @@ pub(super) async fn process(
         },
     };
     let ttl = effective_ttl(&decision, broker.config.credentials.default_ttl);
-    let lease = credential::obtain(broker, identity, route, &scope, parts.method.as_str(), ttl, request_id, &decision.reason).await?;
+    let lease = credential::obtain(broker, identity, route, &scope, &facts, ttl, &decision.reason).await?;
 
     let query = sigv4::strip_agent_signature(&mut parts.headers, query.as_deref());
     upstream::prepare_head(target, &mut parts, &path, query.as_deref(), false)?;
@@ -113,6 +123,16 @@ pub(super) async fn process(
         tracing::debug!(service = %endpoint.service, region = %endpoint.region, signed_headers = %signed, "re-signed with the minted session");
     }
     upstream::send(broker, target, request, None).await
+}
+
+/// The path classified and forwarded. S3 keys are literal (`/bucket/a/../b.txt` names the key
+/// `a/../b.txt`, and S3 serves exactly that key), so an S3 path goes as sent and the classifier
+/// names that key; every other service's path is made canonical like a header route's.
+fn request_path(base_path: &str, endpoint: &Endpoint, raw: &str) -> Result<String, BrokerError> {
+    if endpoint.service == "s3" {
+        return Ok(format!("{base_path}{raw}"));
+    }
+    super::canonical_target_path(base_path, raw)
 }
 
 enum AwsBody {
@@ -153,3 +173,7 @@ async fn buffer(body: Incoming, cap: usize) -> Result<Bytes, BrokerError> {
         Err(e) => Err(BrokerError::BadRequest(format!("reading the request body: {e}"))),
     }
 }
+
+#[cfg(test)]
+#[path = "aws_tests.rs"]
+mod tests;

@@ -11,23 +11,22 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
 use crate::classify::Scope;
 use crate::config::Route;
+use crate::policy::RequestFacts;
 use crate::providers::cache::{CacheKey, Source};
 use crate::providers::retry::{with_retries, MintFailure};
 use crate::providers::{Identity, Lease, MintRequest, ProviderError};
 
 /// A lease for this request, recorded in the audit log before it is returned.
-// Each argument is one fact of the request the lease is for; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn obtain(
     broker: &Arc<Broker>,
     identity: &Identity,
     route: &Route,
     scope: &Scope,
-    method: &str,
+    facts: &RequestFacts,
     ttl: Duration,
-    request_id: &str,
     reason: &str,
 ) -> Result<Arc<Lease>, BrokerError> {
+    let (method, request_id) = (facts.method.as_str(), facts.id.as_str());
     let provider = broker
         .providers
         .get(&route.provider)
@@ -49,6 +48,9 @@ pub(super) async fn obtain(
     record.route = Some(route.name.clone());
     record.scope = Some(scope.clone());
     record.provider = Some(route.provider.clone());
+    if let Some(protocol) = &facts.upgrade {
+        record.details.insert("upgrade".into(), protocol.clone());
+    }
     match result {
         Ok((lease, source)) => {
             record.decision = Some("allow".into());

@@ -30,6 +30,13 @@ pub enum BrokerError {
     Upstream { host: String, reason: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The path has no canonical form (see `classify::path`); nothing was decided or forwarded.
+    #[error("request path {path:?} refused: {reason}")]
+    UnsafePath { path: String, reason: crate::classify::path::PathError },
+    /// A tunnel the broker cannot classify request by request (CONNECT inside an intercepted
+    /// connection or on an endpoint, an upgrade on an AWS route).
+    #[error("{0}")]
+    TunnelRefused(String),
     #[error("bad CONNECT target {0:?}: expected host:port")]
     BadConnectTarget(String),
     #[error("this port is a forward proxy: send absolute-form requests (http://host/path) or CONNECT")]
@@ -74,7 +81,7 @@ impl BrokerError {
             MintFailed { .. } | AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Upstream { .. } => StatusCode::BAD_GATEWAY,
-            BadRequest(_) | BadConnectTarget(_) | NotAProxyRequest => StatusCode::BAD_REQUEST,
+            BadRequest(_) | BadConnectTarget(_) | NotAProxyRequest | UnsafePath { .. } | TunnelRefused(_) => StatusCode::BAD_REQUEST,
             NotFound(_) => StatusCode::NOT_FOUND,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -95,6 +102,8 @@ impl BrokerError {
             UpstreamTimeout(_) => "upstream_timeout",
             Upstream { .. } => "upstream_error",
             BadRequest(_) => "bad_request",
+            UnsafePath { .. } => "unsafe_path",
+            TunnelRefused(_) => "tunnel_refused",
             BadConnectTarget(_) => "bad_connect_target",
             NotAProxyRequest => "not_a_proxy_request",
             NotFound(_) => "not_found",

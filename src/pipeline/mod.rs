@@ -92,11 +92,47 @@ async fn process(broker: &Arc<Broker>, target: &Target, identity: &Identity, req
         // Request smuggling guard: the two framings disagree about where the body ends.
         return Err(BrokerError::BadRequest("both Content-Length and Transfer-Encoding are set".into()));
     }
-    let path = format!("{}{}", target.base_path, req.uri().path());
-    match &target.route.inject {
-        Inject::Header(inject) => process_header_route(broker, target, identity, request_id, req, path, inject).await,
-        Inject::SigV4(sigv4) => aws::process(broker, target, identity, request_id, req, path, sigv4).await,
+    let route = &target.route;
+    if req.method() == http::Method::CONNECT {
+        // HTTP/2 CONNECT (extended CONNECT with `:protocol` too) or an HTTP/1 CONNECT inside an
+        // intercepted connection or on an endpoint: a tunnel whose requests could not be seen.
+        let e =
+            BrokerError::TunnelRefused("CONNECT is only accepted by the forward proxy itself, not inside an intercepted connection or on an endpoint".into());
+        return refuse(broker, identity, route, request_id, None, e).await;
     }
+    match &route.inject {
+        Inject::Header(inject) => {
+            let path = match canonical_target_path(&target.base_path, req.uri().path()) {
+                Ok(p) => p,
+                Err(e) => return refuse(broker, identity, route, request_id, None, e).await,
+            };
+            process_header_route(broker, target, identity, request_id, req, path, inject).await
+        }
+        // S3 keys are literal, so the AWS stage decides per service which path form it uses.
+        Inject::SigV4(sigv4) => aws::process(broker, target, identity, request_id, req, sigv4).await,
+    }
+}
+
+/// The path that is classified, decided on and forwarded: the request's own path made canonical
+/// on its own (so `..` cannot climb out of an endpoint's base path), then the base path prepended.
+pub(crate) fn canonical_target_path(base_path: &str, raw: &str) -> Result<String, BrokerError> {
+    let canonical = classify::path::canonical_path(raw).map_err(|reason| BrokerError::UnsafePath { path: raw.to_string(), reason })?;
+    Ok(format!("{base_path}{canonical}"))
+}
+
+/// Audit a refusal as a deny (its code in `details.code`) and return it.
+pub(crate) async fn refuse(
+    broker: &Broker,
+    identity: &Identity,
+    route: &Route,
+    request_id: &str,
+    scope: Option<Scope>,
+    e: BrokerError,
+) -> Result<Response<Body>, BrokerError> {
+    let mut record = denial(identity, route, request_id, scope, e.to_string());
+    record.details.insert("code".into(), e.code().into());
+    audit(broker, record).await?;
+    Err(e)
 }
 
 async fn process_header_route(
@@ -109,8 +145,16 @@ async fn process_header_route(
     inject: &HeaderInject,
 ) -> Result<Response<Body>, BrokerError> {
     let route = &target.route;
-    let facts = request_facts(target, request_id, req.method(), &path);
-    let scope = match classify::http::classify(req.method().as_str(), target.scheme, &target.host, &path) {
+    let upgrade = match upgrade_protocol(req.headers()) {
+        Ok(u) => u,
+        Err(e) => return refuse(broker, identity, route, request_id, None, e).await,
+    };
+    // A tunnel is its own action: allowing GET on a resource does not allow a WebSocket on it,
+    // whose messages the broker never sees.
+    let action = if upgrade.is_some() { "UPGRADE" } else { req.method().as_str() };
+    let mut facts = request_facts(target, request_id, req.method(), &path);
+    facts.upgrade = upgrade;
+    let scope = match classify::http::classify(action, target.scheme, &target.host, &path) {
         Ok(s) => s,
         Err(e) => {
             audit(broker, denial(identity, route, request_id, None, e.reason.clone())).await?;
@@ -126,8 +170,26 @@ async fn process_header_route(
     }
 
     let ttl = effective_ttl(&decision, broker.config.credentials.default_ttl);
-    let lease = credential::obtain(broker, identity, route, &scope, req.method().as_str(), ttl, request_id, &decision.reason).await?;
+    let lease = credential::obtain(broker, identity, route, &scope, &facts, ttl, &decision.reason).await?;
     upstream::forward(broker, target, req, &path, &lease, inject).await
+}
+
+/// The protocol an upgrade request asks for, lower-cased; `None` for an ordinary request. An
+/// upgrade must name exactly one protocol: offered several, the upstream would pick one the
+/// policy did not see.
+pub(crate) fn upgrade_protocol(headers: &http::HeaderMap) -> Result<Option<String>, BrokerError> {
+    if !headers::is_upgrade(headers) {
+        return Ok(None);
+    }
+    let mut offered = Vec::new();
+    for value in headers.get_all(http::header::UPGRADE) {
+        let value = value.to_str().map_err(|_| BrokerError::BadRequest("the Upgrade header is not ASCII".into()))?;
+        offered.extend(value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_ascii_lowercase));
+    }
+    match offered.as_slice() {
+        [one] => Ok(Some(one.clone())),
+        _ => Err(BrokerError::BadRequest(format!("an upgrade must offer exactly one protocol, not {offered:?}"))),
+    }
 }
 
 fn request_facts(target: &Target, request_id: &str, method: &http::Method, path: &str) -> RequestFacts {
@@ -137,6 +199,7 @@ fn request_facts(target: &Target, request_id: &str, method: &http::Method, path:
         method: method.to_string(),
         host: target.host.clone(),
         path: path.to_string(),
+        upgrade: None,
     }
 }
 
@@ -170,7 +233,11 @@ async fn authorize(broker: &Broker, identity: &Identity, route: &Route, facts: &
     let decision = broker.policy.decide(identity, facts, scope);
     broker.metrics.policy_decision(decision.allow);
     if !decision.allow {
-        audit(broker, denial(identity, route, &facts.id, Some(scope.clone()), decision.reason.clone())).await?;
+        let mut record = denial(identity, route, &facts.id, Some(scope.clone()), decision.reason.clone());
+        if let Some(protocol) = &facts.upgrade {
+            record.details.insert("upgrade".into(), protocol.clone());
+        }
+        audit(broker, record).await?;
         return Err(BrokerError::Denied(decision.reason));
     }
     Ok(decision)

@@ -60,16 +60,23 @@ pub(super) async fn send(
         .map_err(|e| BrokerError::Upstream { host: target.host.clone(), reason: crate::providers::redact::error_chain(&e) })?;
 
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
+        // Only an upgrade the policy allowed may become a tunnel; an upstream switching
+        // protocols unasked would leave the client and the broker disagreeing about the stream.
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(BrokerError::Upstream { host: target.host.clone(), reason: "switched protocols (101) without being asked to".into() });
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        // Tracked, so shutdown waits for it within the grace period and then closes it.
+        let tracked = broker.tunnels.spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
                 }
-            });
+                Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
+            }
+        });
+        if !tracked {
+            return Err(BrokerError::Upstream { host: target.host.clone(), reason: "the broker is shutting down; no new upgraded connections".into() });
         }
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, boxed(http_body_util::Empty::new())));

@@ -1,8 +1,11 @@
 //! Policy: the embedded Rego engine (regorus), its input document and the [`Decision`].
 //!
 //! Input (stable, versioned by `input.version`):
-//! `{version, agent:{id,tenant,labels}, request:{id,protocol,method,host,path},
+//! `{version, agent:{id,tenant,labels}, request:{id,protocol,method,host,path,upgrade?},
 //!   scope:{service,action,resource,region}, time}`
+//! `request.path` is the canonical path (dot-segments resolved, see `classify::path`), the one
+//! forwarded. `request.upgrade` is present only on a protocol upgrade (the lower-cased `Upgrade`
+//! token, e.g. `"websocket"`); such a request's scope action is `http:UPGRADE`, not its method.
 //! Output of the configured rule (default `data.credential_broker.decision`):
 //! `{allow: bool, reason: string, ttl_seconds?: number}`.
 
@@ -45,6 +48,9 @@ pub struct RequestFacts {
     pub method: String,
     pub host: String,
     pub path: String,
+    /// The protocol an upgrade asks for (`websocket`); absent on ordinary requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<String>,
 }
 
 #[derive(Serialize)]

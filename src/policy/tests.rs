@@ -18,7 +18,7 @@ fn identity(tenant: &str) -> Identity {
 }
 
 fn facts() -> RequestFacts {
-    RequestFacts { id: "r1".into(), protocol: "https".into(), method: "GET".into(), host: "api.example.test".into(), path: "/repos/x".into() }
+    RequestFacts { id: "r1".into(), protocol: "https".into(), method: "GET".into(), host: "api.example.test".into(), path: "/repos/x".into(), upgrade: None }
 }
 
 fn engine(dir: &tempfile::TempDir, text: &str) -> PolicyEngine {
@@ -68,4 +68,22 @@ fn conflicting_rules_fail_closed() {
     let e = engine(&dir, "package credential_broker\nimport rego.v1\ndecision := {\"allow\": true} if { true }\ndecision := {\"allow\": false} if { true }\n");
     let d = e.decide(&identity("acme"), &facts(), &Scope::single("http", None, "http:GET", "x"));
     assert!(!d.allow);
+}
+
+#[test]
+fn an_upgrade_is_its_own_action_and_the_policy_sees_its_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{POLICY}\ndecision := {{\"allow\": true, \"reason\": \"websockets on repos\"}} if {{\n  input.scope.action == \"http:UPGRADE\"\n  input.request.upgrade == \"websocket\"\n}}\n"
+    );
+    let upgrade = Scope::single("http", None, "http:UPGRADE", "https://api.example.test/repos/x");
+    // A policy that allows GET does not allow a tunnel on the same resource.
+    let get_only = engine(&dir, POLICY);
+    let websocket = RequestFacts { upgrade: Some("websocket".into()), ..facts() };
+    assert!(!get_only.decide(&identity("acme"), &websocket, &upgrade).allow);
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(&dir, &text);
+    assert!(e.decide(&identity("acme"), &websocket, &upgrade).allow);
+    let h2c = RequestFacts { upgrade: Some("h2c".into()), ..facts() };
+    assert!(!e.decide(&identity("acme"), &h2c, &upgrade).allow);
 }

@@ -24,7 +24,14 @@ pub fn database(db: &DatabaseListener) -> Database {
 /// The policy's `input.request` for one Postgres decision: `verb` is the SQL verb, or `CONNECT`
 /// for opening a session.
 pub fn request_facts(db: &DatabaseListener, request_id: &str, verb: &str) -> RequestFacts {
-    RequestFacts { id: request_id.into(), protocol: "postgres".into(), method: verb.into(), host: db.upstream_host.clone(), path: format!("/{}", db.database) }
+    RequestFacts {
+        id: request_id.into(),
+        protocol: "postgres".into(),
+        method: verb.into(),
+        host: db.upstream_host.clone(),
+        path: format!("/{}", db.database),
+        upgrade: None,
+    }
 }
 
 /// Decides every statement of `sql` (a simple query, or with `parse` the query of one `Parse`).

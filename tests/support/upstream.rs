@@ -17,6 +17,10 @@ use super::pki::TestCa;
 pub struct Received {
     pub method: String,
     pub path: String,
+    /// The query string as received, without `?`.
+    pub query: Option<String>,
+    /// The host the request named: `Host` (HTTP/1.1) or the URI authority (`:authority`, HTTP/2).
+    pub host: Option<String>,
     pub authorization: Option<String>,
     pub version: http::Version,
     pub body_len: usize,
@@ -71,7 +75,8 @@ async fn answer(rec: Arc<Mutex<Vec<Received>>>, mut req: Request<Incoming>) -> R
     if req.uri().path().ends_with("/ws") {
         let authorization = req.headers().get("authorization").map(|v| v.to_str().unwrap_or("").to_string());
         let (method, path, version) = (req.method().to_string(), req.uri().path().to_string(), req.version());
-        rec.lock().unwrap().push(Received { method, path, authorization, version, body_len: 0 });
+        let (query, host) = (req.uri().query().map(str::to_string), host_of(&req));
+        rec.lock().unwrap().push(Received { method, path, query, host, authorization, version, body_len: 0 });
         return Ok(websocket_echo(&mut req));
     }
     if req.uri().path().ends_with("/events") {
@@ -83,12 +88,18 @@ async fn answer(rec: Arc<Mutex<Vec<Received>>>, mut req: Request<Incoming>) -> R
     }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let (query, host) = (req.uri().query().map(str::to_string), host_of(&req));
     let version = req.version();
     let authorization = req.headers().get("authorization").map(|v| v.to_str().unwrap_or("").to_string());
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    rec.lock().unwrap().push(Received { method: method.clone(), path: path.clone(), authorization, version, body_len: body.len() });
+    rec.lock().unwrap().push(Received { method: method.clone(), path: path.clone(), query, host, authorization, version, body_len: body.len() });
     let answer = serde_json::json!({"ok": true, "method": method, "path": path, "body_len": body.len()});
     Ok(Response::builder().header("content-type", "application/json").body(Full::new(Bytes::from(answer.to_string())).boxed()).unwrap())
+}
+
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let header = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string);
+    header.or_else(|| req.uri().authority().map(|a| a.to_string()))
 }
 
 /// `/events`: one event at once, the next only 3 s later, so a client that sees the first event
