@@ -12,6 +12,7 @@ use crate::admin::grants::MintedScopes;
 use crate::audit::{AuditLog, AuditRecord, RefusalAudit};
 use crate::config::{Config, ProviderConfig};
 use crate::identity::AgentIdentities;
+use crate::listener::passthrough::OwnListeners;
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
 use crate::postgres::registry::SessionRegistry;
@@ -47,6 +48,8 @@ pub struct Broker {
     pub client: HttpClient,
     /// HTTP/1.1 only, for WebSocket and other upgrades.
     pub upgrade_client: HttpClient,
+    /// Where the broker's listeners are bound, once they are: passthrough tunnels never reach them.
+    pub own_listeners: OwnListeners,
     ready: AtomicBool,
 }
 
@@ -98,6 +101,7 @@ impl Broker {
             admin_token,
             client,
             upgrade_client,
+            own_listeners: OwnListeners::default(),
             ready: AtomicBool::new(false),
         }))
     }

@@ -96,17 +96,3 @@ fn upstream_uri(target: &Target, path: &str, query: Option<&str>) -> Result<Uri,
         .build()
         .map_err(|e| BrokerError::BadRequest(format!("cannot build upstream URI: {e}")))
 }
-
-/// Forward a request to a passthrough host over cleartext HTTP, without credentials.
-pub async fn forward_plain(client: &crate::upstream::HttpClient, req: Request<Incoming>, timeout: std::time::Duration) -> Result<Response<Body>, BrokerError> {
-    let host = req.uri().host().unwrap_or_default().to_string();
-    let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    let resp = tokio::time::timeout(timeout, client.request(Request::from_parts(parts, boxed(body))))
-        .await
-        .map_err(|_| BrokerError::UpstreamTimeout(host.clone()))?
-        .map_err(|e| BrokerError::Upstream { host, reason: crate::providers::redact::error_chain(&e) })?;
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    Ok(Response::from_parts(parts, boxed(body)))
-}
