@@ -362,7 +362,7 @@ async fn postgres(broker: Arc<Broker>, databases: &[PostgresTarget], io: Rewind<
     refuser.record(
         "no_database",
         Some(&original.to_string()),
-        "Postgres connection to an address no configured database has as its upstream; closed, never spliced",
+        "Postgres connection refused: no configured database has this upstream address; closed, never spliced",
     );
 }
 

@@ -31,6 +31,7 @@ pub enum Forbidden {
 }
 
 impl Forbidden {
+    /// What the address is, for the refusal message (`… resolves to 127.0.0.1, a loopback address`).
     pub fn describe(self) -> &'static str {
         match self {
             Forbidden::Loopback => "a loopback address",
