@@ -391,3 +391,23 @@ fn an_idle_passthrough_tunnel_is_closed_at_both_ends() {
     let waited = quiet_since.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "closed after {waited:?}");
 }
+
+#[test]
+fn a_passthrough_destination_that_never_accepts_times_out_at_the_connect_timeout() {
+    let s = Setup::start("[{host: 127.0.0.1, allow_internal_addresses: true}]", "");
+    // A listener that never accepts, its queue filled: further SYNs are dropped, so a connect
+    // hangs instead of failing.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(0).unwrap();
+    let stuck = socket.local_addr().unwrap().as_socket().unwrap();
+    let _fillers: Vec<_> = (0..4).filter_map(|_| TcpStream::connect_timeout(&stuck, Duration::from_millis(200)).ok()).collect();
+
+    let started = Instant::now();
+    let (head, body) = exchange(s.proxy(), &connect_request(&stuck.to_string()));
+    let waited = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 504"), "{head} {body}");
+    assert_eq!(body["error"], "upstream_timeout");
+    // limits.connect_timeout_ms is 2000 in these tests.
+    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(6), "answered after {waited:?}");
+}
