@@ -27,6 +27,14 @@ pub struct BoundAddresses {
     pub ca_cert: String,
 }
 
+impl BoundAddresses {
+    /// Every listener address (for keeping passthrough tunnels off them).
+    pub fn listener_addresses(&self) -> Vec<SocketAddr> {
+        let singles = [self.proxy, self.admin, self.transparent, self.health].into_iter().flatten();
+        singles.chain(self.endpoints.values().copied()).chain(self.databases.values().copied()).collect()
+    }
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
 }
@@ -104,6 +112,8 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
     }
     tasks.push(crate::policy::spawn_reloader(broker.policy.clone(), config.policy.reload_interval));
 
+    // Until this is set every passthrough destination is refused (fail closed while binding).
+    broker.own_listeners.set(bound.listener_addresses());
     tracing::info!(proxy = ?bound.proxy, admin = ?bound.admin, transparent = ?bound.transparent, health = ?bound.health, endpoints = ?bound.endpoints, databases = ?bound.databases, ca_cert = %bound.ca_cert, audit = %config.audit.path.display(), "credential-broker listening");
     if let Some(path) = addresses_file {
         std::fs::write(path, serde_json::to_vec_pretty(&bound)?).with_context(|| format!("writing {}", path.display()))?;

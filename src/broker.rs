@@ -12,6 +12,7 @@ use crate::admin::grants::MintedScopes;
 use crate::audit::{AuditLog, AuditRecord, RefusalAudit};
 use crate::config::{Config, ProviderConfig};
 use crate::identity::AgentIdentities;
+use crate::listener::passthrough::OwnListeners;
 use crate::listener::Tunnels;
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
@@ -50,6 +51,8 @@ pub struct Broker {
     pub upgrade_client: HttpClient,
     /// The byte copies of upgraded connections, waited for and then closed on shutdown.
     pub tunnels: Tunnels,
+    /// Where the broker's listeners are bound, once they are: passthrough tunnels never reach them.
+    pub own_listeners: OwnListeners,
     ready: AtomicBool,
 }
 
@@ -102,6 +105,7 @@ impl Broker {
             client,
             upgrade_client,
             tunnels: Tunnels::default(),
+            own_listeners: OwnListeners::default(),
             ready: AtomicBool::new(false),
         }))
     }

@@ -123,7 +123,7 @@ impl Spine {
 }
 
 fn config_yaml(dir: &Path, ca: &TestCa, upstream: &HttpsUpstream, idp: &TokenEndpoint, opts: &Options) -> String {
-    let passthrough = if opts.passthrough { "passthrough_hosts: [localhost]" } else { "passthrough_hosts: []" };
+    let passthrough = if opts.passthrough { "passthrough_hosts: [{host: localhost, allow_internal_addresses: true}]" } else { "passthrough_hosts: []" };
     format!(
         r#"
 identity: {{agent_id: agent-7, tenant: acme}}

@@ -21,6 +21,8 @@ use support::postgres::{Postgres, DATABASE, SUPERUSER};
 use support::upstream::HttpsUpstream;
 
 const HOST: &str = "api.github.test";
+/// A passthrough host: tunnelled, not intercepted.
+const PASSTHROUGH: &str = "files.test";
 const PLACEHOLDER: &str = "credential-broker-placeholder";
 const TOKEN: &str = "ghs_transparent_env_token_0123456789";
 /// The agreed values (sidecar-injector/src/conventions.rs).
@@ -150,7 +152,8 @@ listeners:
 tls:
   ca_cert_path: {dir}/broker-ca.crt
   upstream_ca_file: {upstream_ca}
-passthrough_hosts: []
+# files.test resolves (in the namespace) to the host end, localhost to loopback.
+passthrough_hosts: [localhost, {PASSTHROUGH}]
 routes:
   - name: github
     hosts: ["{HOST}"]
@@ -173,7 +176,9 @@ struct Pod {
     broker: Broker,
     upstream: HttpsUpstream,
     ns: PodNetns,
-    _dir: tempfile::TempDir,
+    /// The upstream's own CA (what an agent trusts for a passthrough host).
+    upstream_ca: std::path::PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Pod {
@@ -184,7 +189,9 @@ impl Pod {
         let ca = TestCa::new(dir.path());
         // Port 443 on the host end: the broker's own upstream connection goes to a redirected
         // port, so only the UID exclusion keeps it from looping back to the broker.
-        let upstream = HttpsUpstream::start_on(&ca, &[HOST], SocketAddr::from((ns.host_ip, 443))).await;
+        let upstream = HttpsUpstream::start_on(&ca, &[HOST, PASSTHROUGH], SocketAddr::from((ns.host_ip, 443))).await;
+        // Before the broker starts: `ip netns exec` binds this hosts file for the broker too.
+        ns.hosts(ns.host_ip, &[PASSTHROUGH]);
         std::fs::write(dir.path().join("policy.rego"), POLICY).unwrap();
         let yaml = config_yaml(dir.path(), &ca, upstream.addr);
         // The broker runs as its UID and must read its config and write its CA and audit log.
@@ -206,11 +213,24 @@ impl Pod {
         let gid = format!("--regid={BROKER_UID}");
         let wrapper = ["ip", "netns", "exec", &ns.name, "setpriv", &uid, &gid, "--clear-groups"];
         let broker = Broker::start_wrapped(dir.path(), &yaml, &[("GITHUB_TOKEN", TOKEN)], &wrapper);
-        Pod { broker, upstream, ns, _dir: dir }
+        Pod { broker, upstream, ns, upstream_ca: ca.cert_path.clone(), dir }
     }
 
     fn resolve(&self, port: u16) -> String {
         format!("{HOST}:{port}:{}", self.ns.host_ip)
+    }
+
+    /// The first audit record matching `want` (refusals are written in the background: wait).
+    fn wait_for_audit(&self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default();
+            if let Some(r) = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|r| want(r)) {
+                return r;
+            }
+            assert!(std::time::Instant::now() < deadline, "no such audit record:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -254,7 +274,11 @@ async fn unrouted_hosts_cleartext_and_direct_connections_are_refused() {
     let (ok, _, _, stderr) = pod.ns.curl(&ca, &["--resolve", &evil, "https://evil.test/"]);
     assert!(!ok, "an unrouted host must not be reachable");
     assert!(stderr.contains("alert") || stderr.contains("denied"), "curl should report the TLS alert: {stderr}");
-    assert!(pod.broker.wait_for_log("transparent TLS connection refused", Duration::from_secs(5)), "{}", pod.broker.log());
+    // Audited: who tried (the pod's address), which name on which port, and why.
+    let record = pod.wait_for_audit(|r| r["details"]["code"] == "unrouted_host" && r["details"]["target"] == "evil.test:443");
+    assert_eq!(record["details"]["listener"], "transparent", "{record}");
+    assert_eq!(record["details"]["peer"], pod.ns.pod_ip.to_string(), "{record}");
+    assert!(record["reason"].as_str().unwrap().contains("no route for host evil.test"), "{record}");
 
     // Cleartext HTTP to a routed host: refused as the forward proxy refuses it, credential unsent.
     let (_, status, body, _) = pod.ns.curl(&ca, &["--resolve", &pod.resolve(80), &format!("http://{HOST}/repos/acme/widgets")]);
@@ -264,13 +288,49 @@ async fn unrouted_hosts_cleartext_and_direct_connections_are_refused() {
     let (_, status, body, _) = pod.ns.curl(&ca, &["--resolve", &format!("other.test:80:{}", pod.ns.host_ip), "http://other.test/"]);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("unrouted_host"), "{body}");
+    let request_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["request_id"].as_str().unwrap().to_string();
+    let record = pod.wait_for_audit(|r| r["request_id"] == request_id.as_str());
+    assert_eq!(record["details"]["target"], "other.test:80", "{record}");
 
     // Straight to the transparent port, not redirected: refused (no open relay).
     let direct = format!("{HOST}:{TRANSPARENT_PORT}:127.0.0.1");
     let (ok, _, _, _) = pod.ns.curl(&ca, &["--resolve", &direct, &format!("https://{HOST}:{TRANSPARENT_PORT}/repos/acme/widgets")]);
     assert!(!ok);
     assert!(pod.broker.wait_for_log("addressed to the transparent listener itself", Duration::from_secs(5)), "{}", pod.broker.log());
+    pod.wait_for_audit(|r| r["details"]["code"] == "not_redirected");
     assert!(pod.upstream.requests().is_empty(), "{:?}", pod.upstream.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_names_are_spliced_but_never_to_loopback() {
+    let pod = Pod::start().await;
+    // files.test: spliced to the address the broker resolves; the client sees the upstream's own
+    // certificate and the upstream gets no credential.
+    let resolve = format!("{PASSTHROUGH}:443:{}", pod.ns.host_ip);
+    let auth = format!("Authorization: Bearer {PLACEHOLDER}");
+    let (ok, status, body, stderr) = pod.ns.curl(&pod.upstream_ca, &["--resolve", &resolve, "-H", &auth, &format!("https://{PASSTHROUGH}/public")]);
+    assert!(ok && status == 200, "status {status}, body {body}, stderr {stderr}\n{}", pod.broker.log());
+    let seen = pod.upstream.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {PLACEHOLDER}").as_str()), "nothing injected");
+
+    // localhost is on the list, but it resolves to loopback: a TLS alert, audited.
+    let resolve = format!("localhost:443:{}", pod.ns.host_ip);
+    let (ok, _, _, stderr) = pod.ns.curl(&pod.upstream_ca, &["--resolve", &resolve, "https://localhost/"]);
+    assert!(!ok, "loopback must not be reachable through a passthrough name");
+    assert!(stderr.contains("alert") || stderr.contains("denied"), "curl should report the TLS alert: {stderr}");
+    let record = pod.wait_for_audit(|r| r["details"]["code"] == "passthrough_refused" && r["details"]["target"] == "localhost:443");
+    assert!(record["reason"].as_str().unwrap().contains("a loopback address"), "{record}");
+    assert_eq!(record["details"]["peer"], pod.ns.pod_ip.to_string(), "{record}");
+    // Cleartext: a JSON 403 whose request id is the audit record's.
+    let resolve = format!("localhost:80:{}", pod.ns.host_ip);
+    let (_, status, body, _) = pod.ns.curl(&pod.upstream_ca, &["--resolve", &resolve, "http://localhost/"]);
+    assert_eq!(status, 403, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "passthrough_refused");
+    let request_id = body["request_id"].as_str().unwrap().to_string();
+    assert_eq!(pod.wait_for_audit(|r| r["request_id"] == request_id.as_str())["details"]["target"], "localhost:80");
+    assert_eq!(pod.upstream.requests().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub listeners: Listeners,
     pub tls: TlsConfig,
-    pub passthrough_hosts: Vec<HostPattern>,
+    pub passthrough_hosts: Vec<PassthroughHost>,
     pub routes: Vec<Route>,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub policy: PolicyConfig,
@@ -37,6 +37,14 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Postgres listeners, one per database.
     pub databases: Vec<DatabaseConfig>,
+}
+
+/// A host tunnelled opaquely (no interception, no credentials).
+#[derive(Debug, Clone)]
+pub struct PassthroughHost {
+    pub pattern: HostPattern,
+    /// The operator's per-host opt-in to loopback, link-local and cloud metadata destinations.
+    pub allow_internal_addresses: bool,
 }
 
 /// A Postgres listener: agents connect to `listen` with no password; the broker logs in to
@@ -405,7 +413,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// Also how long a passthrough tunnel may carry no bytes either way before it is closed.
     pub idle_timeout: Duration,
+    /// Resolving and dialling a passthrough destination (CONNECT tunnels, transparent splices).
+    pub connect_timeout: Duration,
     pub max_connections: usize,
     pub drain_grace: Duration,
 }
@@ -414,6 +425,12 @@ pub struct Limits {
 pub struct LoggingConfig {
     pub json: bool,
     pub level: String,
+}
+
+/// What the passthrough list grants one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassthroughAccess {
+    pub allow_internal_addresses: bool,
 }
 
 /// One configuration problem, with the key path it concerns.
@@ -479,7 +496,15 @@ impl Config {
 
     /// Whether `host` may be tunnelled opaquely (no interception, no credentials).
     pub fn is_passthrough(&self, host: &str) -> bool {
-        self.passthrough_hosts.iter().any(|p| p.matches(host))
+        self.passthrough(host).is_some()
+    }
+
+    /// How `host` may be tunnelled: None if it is not a passthrough host, else whether internal
+    /// addresses are allowed (any matching entry that opts in allows them).
+    pub fn passthrough(&self, host: &str) -> Option<PassthroughAccess> {
+        let mut matching = self.passthrough_hosts.iter().filter(|p| p.pattern.matches(host)).peekable();
+        matching.peek()?;
+        Some(PassthroughAccess { allow_internal_addresses: matching.any(|p| p.allow_internal_addresses) })
     }
 }
 

@@ -22,7 +22,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub tls: RawTls,
     #[serde(default)]
-    pub passthrough_hosts: Vec<String>,
+    pub passthrough_hosts: Vec<RawPassthroughHost>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
@@ -41,6 +41,45 @@ pub struct RawConfig {
     pub logging: RawLogging,
     #[serde(default)]
     pub databases: Vec<RawDatabase>,
+}
+
+/// One `passthrough_hosts[]` entry: a plain host pattern, or a map with per-host options.
+#[derive(Debug)]
+pub enum RawPassthroughHost {
+    Pattern(String),
+    Entry(RawPassthroughEntry),
+}
+
+/// `passthrough_hosts[]` written as a map.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassthroughEntry {
+    pub host: String,
+    /// Allow loopback, link-local and cloud metadata addresses for this host (never the broker's
+    /// own listeners).
+    #[serde(default)]
+    pub allow_internal_addresses: bool,
+}
+
+// By hand rather than `#[serde(untagged)]`: an untagged enum reports only "did not match any
+// variant", whereas this keeps the map's own errors (`unknown field `allow_internal``…).
+impl<'de> Deserialize<'de> for RawPassthroughHost {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawPassthroughHost;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a host pattern or a map {host, allow_internal_addresses}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawPassthroughHost::Pattern(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawPassthroughEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawPassthroughHost::Entry)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A Postgres listener (`databases[]`).
@@ -343,6 +382,7 @@ pub struct RawLimits {
     pub header_read_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub drain_grace_ms: Option<u64>,
 }

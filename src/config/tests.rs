@@ -119,3 +119,30 @@ fn an_endpoint_base_path_must_be_canonical_as_written() {
         assert!(p.message.contains(says), "{bad}: {}", p.message);
     }
 }
+
+#[test]
+fn passthrough_hosts_are_patterns_or_maps_with_a_per_host_opt_in() {
+    let yaml =
+        format!("{MINIMAL}passthrough_hosts:\n  - pypi.org\n  - {{host: localhost, allow_internal_addresses: true}}\n  - {{host: \"*.internal.test\"}}\n");
+    let c = load(&yaml).unwrap();
+    assert_eq!(c.passthrough("pypi.org"), Some(PassthroughAccess { allow_internal_addresses: false }));
+    assert_eq!(c.passthrough("LOCALHOST"), Some(PassthroughAccess { allow_internal_addresses: true }));
+    assert_eq!(c.passthrough("a.internal.test"), Some(PassthroughAccess { allow_internal_addresses: false }));
+    assert_eq!(c.passthrough("example.org"), None);
+}
+
+#[test]
+fn passthrough_entry_problems_name_their_key_path() {
+    let typo = format!("{MINIMAL}passthrough_hosts:\n  - pypi.org\n  - {{host: localhost, allow_internal: true}}\n");
+    let problems = load(&typo).unwrap_err();
+    assert_eq!(problems[0].path, "passthrough_hosts[1].allow_internal", "{problems:?}");
+    assert!(problems[0].message.contains("unknown field `allow_internal`"), "{problems:?}");
+
+    let bad_host = format!("{MINIMAL}passthrough_hosts:\n  - \"bad host\"\n  - {{host: \"a/b\"}}\n");
+    let text: Vec<String> = load(&bad_host).unwrap_err().iter().map(|p| p.to_string()).collect();
+    assert!(text.iter().any(|t| t.starts_with("passthrough_hosts[0]: ")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("passthrough_hosts[1].host: ")), "{text:?}");
+
+    let zero = format!("{MINIMAL}limits: {{connect_timeout_ms: 0}}\n");
+    assert_eq!(load(&zero).unwrap_err()[0].to_string(), "limits.connect_timeout_ms: must be at least 1");
+}

@@ -170,7 +170,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         }
     }
 
-    let passthrough_hosts = host_patterns(&mut p, "passthrough_hosts", &raw.passthrough_hosts);
+    let passthrough_hosts = passthrough_hosts(&mut p, raw.passthrough_hosts);
 
     let mut providers = validate_providers(&mut p, raw.providers, mode, base);
     postgres_tls::connect_providers(&mut p, &mut providers, tls.upstream_ca_file.as_deref());
@@ -233,11 +233,17 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         header_read_timeout: ms(l.header_read_timeout_ms, 10_000),
         request_timeout: ms(l.request_timeout_ms, 60_000),
         idle_timeout: ms(l.idle_timeout_ms, 300_000),
+        connect_timeout: ms(l.connect_timeout_ms, 10_000),
         max_connections: l.max_connections.unwrap_or(1024),
         drain_grace: ms(l.drain_grace_ms, 10_000),
     };
     if limits.max_header_bytes < 8192 {
         p.add("limits.max_header_bytes", "must be at least 8192");
+    }
+    for (key, value) in [("idle_timeout_ms", limits.idle_timeout), ("connect_timeout_ms", limits.connect_timeout)] {
+        if value.is_zero() {
+            p.add(format!("limits.{key}"), "must be at least 1");
+        }
     }
     if limits.max_connections == 0 {
         p.add("limits.max_connections", "must be at least 1");
@@ -307,6 +313,20 @@ fn validate_alerts(p: &mut Problems, raw: RawAlerts) -> AlertsConfig {
 
 fn host_patterns(p: &mut Problems, path: &str, hosts: &[String]) -> Vec<HostPattern> {
     hosts.iter().enumerate().filter_map(|(i, h)| HostPattern::parse(h).map_err(|e| p.add(format!("{path}[{i}]"), e)).ok()).collect()
+}
+
+fn passthrough_hosts(p: &mut Problems, raw: Vec<RawPassthroughHost>) -> Vec<PassthroughHost> {
+    let parse = |p: &mut Problems, path: String, host: &str| HostPattern::parse(host).map_err(|e| p.add(path, e)).ok();
+    raw.into_iter()
+        .enumerate()
+        .filter_map(|(i, entry)| match entry {
+            RawPassthroughHost::Pattern(h) => {
+                parse(p, format!("passthrough_hosts[{i}]"), &h).map(|pattern| PassthroughHost { pattern, allow_internal_addresses: false })
+            }
+            RawPassthroughHost::Entry(e) => parse(p, format!("passthrough_hosts[{i}].host"), &e.host)
+                .map(|pattern| PassthroughHost { pattern, allow_internal_addresses: e.allow_internal_addresses }),
+        })
+        .collect()
 }
 
 fn validate_providers(p: &mut Problems, raw: BTreeMap<String, RawProvider>, mode: Mode, base: &Path) -> BTreeMap<String, ProviderConfig> {

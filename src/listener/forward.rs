@@ -1,5 +1,6 @@
 //! The forward proxy (`HTTP_PROXY` / `HTTPS_PROXY`): absolute-form requests and `CONNECT`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
@@ -9,32 +10,44 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{intercept, serve_connection, Drain};
+use super::refuse::Refuser;
+use super::{intercept, passthrough, serve_connection, Drain};
 use crate::broker::Broker;
 use crate::identity::ConnectionIdentity;
-use crate::pipeline::upstream::forward_plain;
 use crate::pipeline::{self, new_request_id, BrokerError, Target};
 use crate::upstream::{full, Body};
+
+/// The listener name in refusal records.
+const LISTENER: &str = "proxy";
 
 /// Serve one agent connection to the proxy port. With `identity.mode: mtls` the port speaks TLS
 /// and the client certificate names the agent for every request on the connection.
 pub async fn serve(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, stream: TcpStream) {
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let Some(mtls) = broker.identities.mtls() else {
-        return serve_io(broker, builder, drain, stream, None).await;
+        return serve_io(broker, builder, drain, stream, peer, None).await;
     };
-    let peer = stream.peer_addr().ok();
     match mtls.accept(stream, broker.config.limits.header_read_timeout).await {
         Ok((tls, agent)) => {
             let identity = ConnectionIdentity(broker.identities.for_certificate(agent));
             tracing::debug!(?peer, agent_id = %identity.0.agent_id, tenant = %identity.0.tenant, "agent connected with a client certificate");
-            serve_io(broker, builder, drain, tls, Some(identity)).await
+            serve_io(broker, builder, drain, tls, peer, Some(identity)).await
         }
-        Err(reason) => tracing::warn!(?peer, %reason, "refused a proxy connection without a valid client certificate"),
+        Err(reason) => {
+            let refuser = Refuser { broker: &broker, listener: LISTENER, peer, agent: None };
+            refuser.record("client_certificate_refused", None, &format!("refused a proxy connection without a valid client certificate: {reason}"));
+        }
     }
 }
 
-async fn serve_io<I>(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, io: I, identity: Option<ConnectionIdentity>)
-where
+async fn serve_io<I>(
+    broker: Arc<Broker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+    io: I,
+    peer: Option<IpAddr>,
+    identity: Option<ConnectionIdentity>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (b, d, inner_builder) = (broker.clone(), drain.clone(), builder.clone());
@@ -43,12 +56,18 @@ where
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
         }
-        async move { Ok(route(b, ib, d, req).await) }
+        async move { Ok(route(b, ib, d, peer, req).await) }
     })
     .await;
 }
 
-async fn route(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, mut req: Request<Incoming>) -> Response<Body> {
+async fn route(
+    broker: Arc<Broker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+    peer: Option<IpAddr>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     // Who is asking is settled before anything else: the CONNECT's (or the request's own) token,
     // or the connection's certificate. No identity, no proxying, not even a passthrough tunnel.
     let identity = match broker.identities.for_request(req.extensions(), req.headers()).await {
@@ -56,65 +75,86 @@ async fn route(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, 
         Err(e) => {
             let request_id = new_request_id();
             pipeline::audit_identity_refusal(&broker, &request_id, None, &e);
-            return refuse_as(e.into(), &request_id);
+            let e = BrokerError::from(e);
+            tracing::warn!(request_id = %request_id, error = %e, code = e.code(), "proxy request refused");
+            return e.into_response(&request_id);
         }
     };
+    let refuser = Refuser { broker: &broker, listener: LISTENER, peer, agent: Some(&identity.0) };
     if req.method() == Method::CONNECT {
-        return connect(broker, builder, drain, identity, req).await;
+        return connect(&broker, builder, drain, &identity, refuser, req).await;
     }
     if req.uri().scheme().is_none() || req.uri().host().is_none() {
-        return refuse(BrokerError::NotAProxyRequest);
+        return refuser.answer(None, BrokerError::NotAProxyRequest);
     }
-    req.extensions_mut().insert(identity);
-    absolute_form(broker, req).await
+    req.extensions_mut().insert(identity.clone());
+    absolute_form(&broker, refuser, req).await
 }
 
 /// `CONNECT host:port`: intercept routed hosts, tunnel passthrough hosts, refuse the rest.
 async fn connect(
-    broker: Arc<Broker>,
+    broker: &Arc<Broker>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     drain: Drain,
-    identity: ConnectionIdentity,
+    identity: &ConnectionIdentity,
+    refuser: Refuser<'_>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some((host, port)) = connect_target(&req) else {
-        return refuse(BrokerError::BadConnectTarget(req.uri().to_string()));
+        return refuser.answer(None, BrokerError::BadConnectTarget(printable_target(&req)));
     };
+    let target = format!("{host}:{port}");
     if let Some(route) = broker.config.route_for_host(&host) {
         let target = Arc::new(Target { scheme: "https", host, port, base_path: String::new(), route: Arc::new(route.clone()) });
-        tokio::spawn(intercept::intercept(broker.clone(), builder, drain, target, identity, hyper::upgrade::on(req)));
+        tokio::spawn(intercept::intercept(broker.clone(), builder, drain, target, identity.clone(), hyper::upgrade::on(req)));
         return established();
     }
-    if broker.config.is_passthrough(&host) {
-        tracing::info!(%host, port, "tunnelling passthrough host without credentials");
-        tokio::spawn(intercept::tunnel(host, port, hyper::upgrade::on(req)));
-        return established();
+    let Some(access) = broker.config.passthrough(&host) else {
+        return refuser.answer(Some(&target), BrokerError::Unrouted(host));
+    };
+    // Dialled before the 200, so a refused or unreachable destination is an answer, not a
+    // tunnel that closes at once.
+    match passthrough::dial(broker, &host, port, access).await {
+        Ok(upstream) => {
+            tracing::info!(%host, port, "tunnelling passthrough host without credentials");
+            // Tracked like upgraded connections: shutdown waits for it within the grace period.
+            if !broker.tunnels.spawn(passthrough::tunnel(hyper::upgrade::on(req), upstream, host, port, broker.config.limits.idle_timeout)) {
+                return refuser.answer(Some(&target), BrokerError::Upstream { host: target.clone(), reason: "the broker is shutting down; no new tunnels".into() });
+            }
+            established()
+        }
+        Err(e) => refuser.answer(Some(&target), e),
     }
-    refuse(BrokerError::Unrouted(host))
 }
 
-async fn absolute_form(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+async fn absolute_form(broker: &Arc<Broker>, refuser: Refuser<'_>, req: Request<Incoming>) -> Response<Body> {
     let host = req.uri().host().unwrap_or_default().to_ascii_lowercase();
     let https = req.uri().scheme_str() == Some("https");
     let port = req.uri().port_u16().unwrap_or(if https { 443 } else { 80 });
+    let target = format!("{host}:{port}");
     if let Some(route) = broker.config.route_for_host(&host) {
         if !https && !route.allow_plaintext_upstream {
-            return refuse(BrokerError::PlaintextRefused(host));
+            return refuser.answer(Some(&target), BrokerError::PlaintextRefused(host));
         }
         let scheme = if https { "https" } else { "http" };
         let target = Arc::new(Target { scheme, host, port, base_path: String::new(), route: Arc::new(route.clone()) });
-        return match pipeline::handle(broker, target, req).await {
+        return match pipeline::handle(broker.clone(), target, req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
     }
-    if broker.config.is_passthrough(&host) {
-        return match forward_plain(&broker.client, req, broker.config.limits.request_timeout).await {
-            Ok(resp) => resp,
-            Err(e) => refuse(e),
-        };
+    let Some(access) = broker.config.passthrough(&host) else {
+        return refuser.answer(Some(&target), BrokerError::Unrouted(host));
+    };
+    if https {
+        // The broker would have to be the TLS client, which a passthrough host never gets.
+        return refuser
+            .answer(Some(&target), BrokerError::BadRequest(format!("https:// requests to passthrough host {host} are tunnelled, not forwarded: use CONNECT")));
     }
-    refuse(BrokerError::Unrouted(host))
+    match passthrough::forward_plain(broker, req, &host, port, access).await {
+        Ok(resp) => resp,
+        Err(e) => refuser.answer(Some(&target), e),
+    }
 }
 
 /// Parse `host:port` from a CONNECT request; both parts are required.
@@ -125,17 +165,18 @@ fn connect_target(req: &Request<Incoming>) -> Option<(String, u16)> {
     (!host.is_empty() && port != 0).then_some((host, port))
 }
 
+/// A refused CONNECT target as the answer and the audit record show it: without any userinfo
+/// (`user:password@`), which is the agent's and may be a secret, and bounded in length.
+fn printable_target(req: &Request<Incoming>) -> String {
+    let target = match req.uri().authority() {
+        Some(a) => a.as_str().rsplit('@').next().unwrap_or_default().to_string(),
+        None => req.uri().to_string(),
+    };
+    target.chars().take(256).collect()
+}
+
 fn established() -> Response<Body> {
     let mut resp = Response::new(full(""));
     *resp.status_mut() = StatusCode::OK;
     resp
-}
-
-fn refuse(e: BrokerError) -> Response<Body> {
-    refuse_as(e, &new_request_id())
-}
-
-fn refuse_as(e: BrokerError, request_id: &str) -> Response<Body> {
-    tracing::warn!(request_id = %request_id, error = %e, code = e.code(), "proxy request refused");
-    e.into_response(request_id)
 }

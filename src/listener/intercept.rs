@@ -1,4 +1,5 @@
-//! Inside an accepted CONNECT: TLS interception for routed hosts, opaque tunnels for passthrough.
+//! Inside an accepted CONNECT to a routed host: TLS interception (passthrough tunnels are in
+//! [`super::passthrough`]).
 
 use std::sync::Arc;
 
@@ -69,18 +70,4 @@ async fn serve_intercepted<I>(
         pipeline::handle(broker.clone(), target.clone(), req)
     })
     .await;
-}
-
-/// Copy bytes both ways to an explicitly allowed host, with no interception and no credentials.
-pub async fn tunnel(host: String, port: u16, upgrade: OnUpgrade) {
-    let upgraded = match upgrade.await {
-        Ok(u) => u,
-        Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
-    };
-    match tokio::net::TcpStream::connect((host.as_str(), port)).await {
-        Ok(mut upstream) => {
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream).await;
-        }
-        Err(e) => tracing::warn!(%host, port, error = %e, "passthrough connect failed"),
-    }
 }

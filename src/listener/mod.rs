@@ -6,9 +6,12 @@ pub mod endpoint;
 pub mod forward;
 pub mod health;
 mod intercept;
+pub mod passthrough;
+mod refuse;
 mod rewind;
 pub mod sni;
 pub mod transparent;
+pub mod tunnel;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -14,7 +14,11 @@
 //!
 //! The bytes read to decide are replayed ([`Rewind`]), so the TLS acceptor or the upstream sees the
 //! connection from its first byte. Passthrough tunnels dial the *named* host, not the original
-//! address, so an agent cannot reach an arbitrary address by claiming an allowed name.
+//! address, so an agent cannot reach an arbitrary address by claiming an allowed name, and the
+//! named host's addresses pass the same checks as a CONNECT's ([`super::passthrough`]).
+//!
+//! Every refusal is audited ([`Refuser`]): a refused TLS connection gets an `access_denied`
+//! alert, a refused HTTP request a JSON answer carrying the audit record's request id.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,11 +32,13 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::refuse::Refuser;
 use super::rewind::Rewind;
 use super::sni::{parse_client_hello, starts_like_tls, ClientHello};
-use super::{intercept, serve_connection, Drain};
+use super::tunnel::copy_bidirectional_idle;
+use super::{intercept, passthrough, serve_connection, Drain};
 use crate::broker::Broker;
-use crate::pipeline::{self, new_request_id, BrokerError, Target};
+use crate::pipeline::{self, BrokerError, Target};
 use crate::postgres::{session, wire, CancelKeys, DatabaseListener};
 use crate::upstream::Body;
 
@@ -67,6 +73,25 @@ enum Rejected {
     #[error("neither TLS nor HTTP nor Postgres; not handled in transparent mode")]
     UnknownProtocol,
 }
+
+impl Rejected {
+    /// The refusal code of an audited rejection; None for connections that merely ended.
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Rejected::NoOriginalDestination(_) | Rejected::AddressedToSelf => Some("not_redirected"),
+            Rejected::Timeout => Some("sniff_timeout"),
+            Rejected::Read(_) | Rejected::Closed => None,
+            Rejected::MalformedHello(_) => Some("malformed_client_hello"),
+            Rejected::NoServerName => Some("no_server_name"),
+            Rejected::MalformedHttp => Some("malformed_http_request"),
+            Rejected::NoHost => Some("no_host_header"),
+            Rejected::UnknownProtocol => Some("unknown_protocol"),
+        }
+    }
+}
+
+/// The listener name in refusal records.
+const LISTENER: &str = "transparent";
 
 /// What the first bytes of a redirected connection are.
 enum Sniffed {
@@ -132,22 +157,34 @@ pub async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
 ) {
+    let refuser = Refuser { broker: &broker, listener: LISTENER, peer: Some(peer.ip()), agent: None };
     let original = match destination(&stream) {
         Ok(a) => a,
-        Err(e) => return tracing::warn!(%peer, error = %e, "transparent connection refused"),
+        Err(e) => return reject(&refuser, None, &e),
     };
     let timeout = broker.config.limits.header_read_timeout;
     let mut head = BytesMut::with_capacity(4096);
     let sniffed = match tokio::time::timeout(timeout, sniff(&mut stream, &mut head, broker.config.limits.max_header_bytes)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return tracing::warn!(%peer, %original, error = %e, "transparent connection refused"),
-        Err(_) => return tracing::warn!(%peer, %original, error = %Rejected::Timeout, "transparent connection refused"),
+        Ok(Err(e)) => return reject(&refuser, Some(original), &e),
+        Err(_) => return reject(&refuser, Some(original), &Rejected::Timeout),
     };
     let io = Rewind::new(head.freeze(), stream);
     match sniffed {
-        Sniffed::Tls { server_name } => tls(broker, builder, drain, io, original, server_name).await,
-        Sniffed::Http { host } => http(broker, builder, drain, io, original, host).await,
-        Sniffed::Postgres => postgres(broker, &databases, io, original, peer).await,
+        Sniffed::Tls { server_name } => tls(broker.clone(), builder, drain, io, original, peer, server_name).await,
+        Sniffed::Http { host } => http(broker.clone(), builder, drain, io, original, peer, host).await,
+        Sniffed::Postgres => postgres(broker.clone(), &databases, io, original, peer).await,
+    }
+}
+
+/// Audit a connection closed before it was handled (or just log one that ended by itself).
+fn reject(refuser: &Refuser<'_>, original: Option<SocketAddr>, e: &Rejected) {
+    let target = original.map(|a| a.to_string());
+    match e.code() {
+        Some(code) => {
+            refuser.record(code, target.as_deref(), &e.to_string());
+        }
+        None => tracing::debug!(peer = ?refuser.peer, ?original, error = %e, "transparent connection ended before it could be handled"),
     }
 }
 
@@ -225,52 +262,85 @@ fn host_without_port(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-async fn tls(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, mut io: Rewind<TcpStream>, original: SocketAddr, host: String) {
+async fn tls(
+    broker: Arc<Broker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+    mut io: Rewind<TcpStream>,
+    original: SocketAddr,
+    peer: SocketAddr,
+    host: String,
+) {
     if let Some(route) = broker.config.route_for_host(&host) {
         tracing::debug!(%host, %original, route = %route.name, "transparent TLS: intercepting");
         let target = Arc::new(Target { scheme: "https", host, port: original.port(), base_path: String::new(), route: Arc::new(route.clone()) });
         return intercept::intercept_stream(broker, builder, drain, target, io).await;
     }
-    if broker.config.is_passthrough(&host) {
-        return splice(io, host, original.port()).await;
+    let port = original.port();
+    let target = format!("{host}:{port}");
+    let refuser = Refuser { broker: &broker, listener: LISTENER, peer: Some(peer.ip()), agent: None };
+    let refused = match broker.config.passthrough(&host) {
+        None => BrokerError::Unrouted(host.clone()),
+        Some(access) => match passthrough::dial(&broker, &host, port, access).await {
+            Ok(upstream) => return splice(&broker, io, upstream, host, port).await,
+            Err(e) => e,
+        },
+    };
+    if refused.is_refusal() {
+        refuser.record(refused.code(), Some(&target), &refused.to_string());
+        let _ = io.write_all(&TLS_ACCESS_DENIED).await;
+    } else {
+        tracing::warn!(%target, peer = %peer.ip(), error = %refused, "transparent passthrough failed");
     }
-    tracing::warn!(%host, %original, error = %BrokerError::Unrouted(host.clone()), "transparent TLS connection refused");
-    let _ = io.write_all(&TLS_ACCESS_DENIED).await;
     let _ = io.shutdown().await;
 }
 
-async fn http(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, io: Rewind<TcpStream>, original: SocketAddr, host: String) {
-    if broker.config.route_for_host(&host).is_none() && broker.config.is_passthrough(&host) {
-        return splice(io, host, original.port()).await;
-    }
+async fn http(
+    broker: Arc<Broker>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+    io: Rewind<TcpStream>,
+    original: SocketAddr,
+    peer: SocketAddr,
+    host: String,
+) {
     let port = original.port();
+    if let Some(access) = broker.config.passthrough(&host).filter(|_| broker.config.route_for_host(&host).is_none()) {
+        let failure = match passthrough::dial(&broker, &host, port, access).await {
+            Ok(upstream) => return splice(&broker, io, upstream, host, port).await,
+            Err(e) => e,
+        };
+        // Each request on the connection gets the answer (and, for a refusal, its audit record).
+        let target = format!("{host}:{port}");
+        return serve_connection(builder, io, &drain, move |_req| {
+            let (broker, target, failure) = (broker.clone(), target.clone(), failure.clone());
+            async move { Ok(Refuser { broker: &broker, listener: LISTENER, peer: Some(peer.ip()), agent: None }.answer(Some(&target), failure)) }
+        })
+        .await;
+    }
     serve_connection(builder, io, &drain, move |req| {
         let broker = broker.clone();
-        async move { Ok(cleartext_request(broker, port, req).await) }
+        async move { Ok(cleartext_request(broker, port, peer, req).await) }
     })
     .await;
 }
 
 /// One cleartext request: the same decisions as the forward proxy's absolute-form requests.
-async fn cleartext_request(broker: Arc<Broker>, port: u16, req: Request<Incoming>) -> Response<Body> {
+async fn cleartext_request(broker: Arc<Broker>, port: u16, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let refuser = Refuser { broker: &broker, listener: LISTENER, peer: Some(peer.ip()), agent: None };
     let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(host_without_port).unwrap_or_default();
+    let target = format!("{host}:{port}");
     let Some(route) = broker.config.route_for_host(&host) else {
-        return refuse(BrokerError::Unrouted(host));
+        return refuser.answer(Some(&target), BrokerError::Unrouted(host));
     };
     if !route.allow_plaintext_upstream {
-        return refuse(BrokerError::PlaintextRefused(host));
+        return refuser.answer(Some(&target), BrokerError::PlaintextRefused(host));
     }
     let target = Arc::new(Target { scheme: "http", host, port, base_path: String::new(), route: Arc::new(route.clone()) });
-    match pipeline::handle(broker, target, req).await {
+    match pipeline::handle(broker.clone(), target, req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     }
-}
-
-fn refuse(e: BrokerError) -> Response<Body> {
-    let request_id = new_request_id();
-    tracing::warn!(request_id = %request_id, error = %e, code = e.code(), "transparent request refused");
-    e.into_response(&request_id)
 }
 
 /// A Postgres connection goes to the database configured for its original destination, or nowhere.
@@ -288,18 +358,22 @@ async fn postgres(broker: Arc<Broker>, databases: &[PostgresTarget], io: Rewind<
             return session::serve(broker, target.db.clone(), target.keys.clone(), io).await;
         }
     }
-    tracing::warn!(%peer, %original, "transparent Postgres connection refused: no configured database has this upstream address");
+    let refuser = Refuser { broker: &broker, listener: LISTENER, peer: Some(peer.ip()), agent: None };
+    refuser.record(
+        "no_database",
+        Some(&original.to_string()),
+        "Postgres connection refused: no configured database has this upstream address; closed, never spliced",
+    );
 }
 
-/// Copy bytes both ways to an explicitly allowed host, with no interception and no credentials.
-async fn splice(mut io: Rewind<TcpStream>, host: String, port: u16) {
+/// Copy bytes both ways to an explicitly allowed host (already dialled at a checked address),
+/// with no interception and no credentials, until either side closes or nothing moves for
+/// `limits.idle_timeout`.
+/// Tracked like upgraded connections: shutdown waits for it within the grace period.
+async fn splice(broker: &Broker, io: Rewind<TcpStream>, upstream: TcpStream, host: String, port: u16) {
     tracing::info!(%host, port, "transparent: tunnelling passthrough host without credentials");
-    match TcpStream::connect((host.as_str(), port)).await {
-        Ok(mut upstream) => {
-            let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
-        }
-        Err(e) => tracing::warn!(%host, port, error = %e, "passthrough connect failed"),
-    }
+    let idle = broker.config.limits.idle_timeout;
+    broker.tunnels.spawn(async move { passthrough::log_end(&host, port, copy_bidirectional_idle(io, upstream, idle).await) });
 }
 
 #[cfg(test)]

@@ -77,8 +77,8 @@ pub(super) async fn process(
     let scope = match classified {
         Ok(scope) => scope,
         Err(e) => {
-            let reason = format!("unclassified AWS request: {}", e.reason);
-            return refuse(None, reason.clone(), BrokerError::Unclassified(reason)).await;
+            // The classifier's reason already says "unclassified AWS request: …".
+            return refuse(None, e.reason.clone(), BrokerError::Unclassified(e.reason)).await;
         }
     };
     // Credential-vending calls would hand the agent real keys; no policy can allow them here.

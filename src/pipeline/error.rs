@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::upstream::{full, Body};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("no route for host {0}; the broker only forwards to configured hosts")]
     Unrouted(String),
@@ -41,6 +41,8 @@ pub enum BrokerError {
     BadConnectTarget(String),
     #[error("this port is a forward proxy: send absolute-form requests (http://host/path) or CONNECT")]
     NotAProxyRequest,
+    #[error("passthrough to {host} refused: {reason}")]
+    PassthroughRefused { host: String, reason: String },
     #[error("no such path {0}")]
     NotFound(String),
     #[error("the request body is larger than {0} bytes, the most the broker buffers to sign it")]
@@ -74,9 +76,14 @@ impl BrokerError {
     fn status(&self) -> StatusCode {
         use BrokerError::*;
         match self {
-            Unrouted(_) | Denied(_) | Unclassified(_) | NotPlaceholder(_) | AgentSignature(_) | PlaintextRefused(_) | IdentityInvalid(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Unrouted(_)
+            | Denied(_)
+            | Unclassified(_)
+            | NotPlaceholder(_)
+            | AgentSignature(_)
+            | PlaintextRefused(_)
+            | IdentityInvalid(_)
+            | PassthroughRefused { .. } => StatusCode::FORBIDDEN,
             IdentityRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             MintFailed { .. } | AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -85,6 +92,11 @@ impl BrokerError {
             NotFound(_) => StatusCode::NOT_FOUND,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
+    }
+
+    /// Whether this is the broker refusing the request (4xx) rather than failing to serve it.
+    pub fn is_refusal(&self) -> bool {
+        self.status().is_client_error()
     }
 
     /// A short, stable code clients and tests can match on.
@@ -106,6 +118,7 @@ impl BrokerError {
             TunnelRefused(_) => "tunnel_refused",
             BadConnectTarget(_) => "bad_connect_target",
             NotAProxyRequest => "not_a_proxy_request",
+            PassthroughRefused { .. } => "passthrough_refused",
             NotFound(_) => "not_found",
             PayloadTooLarge(_) => "payload_too_large",
             IdentityRequired(_) => "identity_required",

@@ -67,10 +67,13 @@ pub(super) async fn send(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         // Tracked, so shutdown waits for it within the grace period and then closes it.
+        // Closed when nothing moves either way for limits.idle_timeout, like a CONNECT tunnel.
+        let idle = broker.config.limits.idle_timeout;
         let tracked = broker.tunnels.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+                    let end = crate::listener::tunnel::copy_bidirectional_idle(TokioIo::new(client), TokioIo::new(upstream), idle).await;
+                    tracing::debug!(?end, "upgraded connection ended");
                 }
                 Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
             }
@@ -102,18 +105,4 @@ fn upstream_uri(target: &Target, path: &str, query: Option<&str>) -> Result<Uri,
         .path_and_query(pq)
         .build()
         .map_err(|e| BrokerError::BadRequest(format!("cannot build upstream URI: {e}")))
-}
-
-/// Forward a request to a passthrough host over cleartext HTTP, without credentials.
-pub async fn forward_plain(client: &crate::upstream::HttpClient, req: Request<Incoming>, timeout: std::time::Duration) -> Result<Response<Body>, BrokerError> {
-    let host = req.uri().host().unwrap_or_default().to_string();
-    let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    let resp = tokio::time::timeout(timeout, client.request(Request::from_parts(parts, boxed(body))))
-        .await
-        .map_err(|_| BrokerError::UpstreamTimeout(host.clone()))?
-        .map_err(|e| BrokerError::Upstream { host, reason: crate::providers::redact::error_chain(&e) })?;
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    Ok(Response::from_parts(parts, boxed(body)))
 }
