@@ -41,6 +41,7 @@ mod collector;
 mod ddl;
 mod dml;
 pub mod functions;
+pub mod lexing;
 mod names;
 mod raw;
 mod session;
