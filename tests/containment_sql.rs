@@ -100,7 +100,11 @@ impl Db {
         let new = &records[before..];
         assert!(!new.iter().any(|r| r["event"] == "issue"), "{env:?}: a user was minted: {new:#?}");
         let deny = new.iter().find(|r| r["event"] == "deny").unwrap_or_else(|| panic!("{env:?}: no deny record in {new:#?}"));
-        assert_eq!((deny["scope"]["permissions"][0]["action"].as_str(), deny["scope"]["permissions"][0]["resource"].as_str()), (Some(action), Some(resource)), "{deny}");
+        assert_eq!(
+            (deny["scope"]["permissions"][0]["action"].as_str(), deny["scope"]["permissions"][0]["resource"].as_str()),
+            (Some(action), Some(resource)),
+            "{deny}"
+        );
     }
 }
 
@@ -173,10 +177,7 @@ fn sql_tricks_that_hide_a_write_are_denied_and_the_table_is_unchanged() {
         ("COPY orders TO PROGRAM 'touch /tmp/cb-containment-copy'", "postgres:COPY_PROGRAM"),
         ("COPY orders FROM PROGRAM 'echo 3,pwned'", "postgres:COPY_PROGRAM"),
         ("DO $$ BEGIN DELETE FROM orders; END $$", "postgres:DO"),
-        (
-            "CREATE FUNCTION wipe() RETURNS void LANGUAGE sql SECURITY DEFINER AS $$ DELETE FROM orders $$",
-            "postgres:SECURITY_DEFINER",
-        ),
+        ("CREATE FUNCTION wipe() RETURNS void LANGUAGE sql SECURITY DEFINER AS $$ DELETE FROM orders $$", "postgres:SECURITY_DEFINER"),
     ] {
         db.assert_denied(sql, SESSION, Some(action));
     }

@@ -607,7 +607,9 @@ impl Session {
                     if message.tag == b'S' {
                         if let Some((name, value)) = settings::changed_lexing(message.body()) {
                             let statement = classify_setting(&name, &value, &statements::database(&self.db));
-                            let reason = format!("the server reports {name} = {value}, under which it reads SQL text differently from the broker; the session is closed");
+                            let reason = format!(
+                                "the server reports {name} = {value}, under which it reads SQL text differently from the broker; the session is closed"
+                            );
                             self.audit_denied(Some(&statement.scope), &reason).await;
                             return Ok::<End, WireError>(End::LexingChanged);
                         }

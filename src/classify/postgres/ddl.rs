@@ -7,8 +7,8 @@
 //! Queries inside (`CREATE TABLE … AS SELECT`, `CREATE VIEW … AS`) are read by the walk.
 
 use sqlparser::ast::{
-    AlterRoleOperation, CommentObject, CreateExtension, CreateFunction, CreateIndex, CreateRole, CreateTable, CreateTrigger, CreateView, DropExtension, DropFunction, DropTrigger,
-    FunctionSecurity, GrantObjects, Ident, Lock, ObjectName, ObjectType, SchemaName, SetConfigValue, Truncate,
+    AlterRoleOperation, CommentObject, CreateExtension, CreateFunction, CreateIndex, CreateRole, CreateTable, CreateTrigger, CreateView, DropExtension,
+    DropFunction, DropTrigger, FunctionSecurity, GrantObjects, Ident, Lock, ObjectName, ObjectType, SchemaName, SetConfigValue, Truncate,
 };
 
 use super::collector::Collector;
