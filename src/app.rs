@@ -105,9 +105,9 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         bound.admin = Some(l.local_addr()?);
         let (b, d, builder) = (broker.clone(), drain.clone(), endpoint_builder.clone());
         // The admin port gets its own small connection budget so agents cannot starve probes.
-        tasks.push(tokio::spawn(accept_loop(l, Arc::new(Semaphore::new(64)), "admin", move |stream, _| {
+        tasks.push(tokio::spawn(accept_loop(l, Arc::new(Semaphore::new(64)), "admin", move |stream, peer| {
             let (b, d, builder) = (b.clone(), d.clone(), builder.clone());
-            async move { listener::serve_connection(builder, stream, &d, move |req| crate::admin::handle(b.clone(), req)).await }
+            async move { listener::serve_connection(builder, stream, &d, move |req| crate::admin::handle(b.clone(), Some(peer.ip()), req)).await }
         })));
     }
     tasks.push(crate::policy::spawn_reloader(broker.policy.clone(), config.policy.reload_interval));

@@ -225,13 +225,34 @@ async fn grants_are_listed_and_revoked_and_the_next_request_mints_afresh() {
 
     // Without the token: 401; with a wrong one: 403; the grant survives both.
     let path = format!("/v1/grants/{id}/revoke");
-    let (status, err) = s.admin("POST", &path, None, None);
-    assert_eq!((status, err["error"].as_str()), (401, Some("unauthenticated")), "{err}");
-    assert!(err["request_id"].is_string());
-    let (status, err) = s.admin("POST", &path, Some("not-the-admin-token-at-all"), None);
-    assert_eq!((status, err["error"].as_str()), (403, Some("forbidden")), "{err}");
+    let (status, unauthenticated) = s.admin("POST", &path, None, None);
+    assert_eq!((status, unauthenticated["error"].as_str()), (401, Some("unauthenticated")), "{unauthenticated}");
+    assert!(unauthenticated["request_id"].is_string());
+    let (status, forbidden) = s.admin("POST", &path, Some("not-the-admin-token-at-all"), None);
+    assert_eq!((status, forbidden["error"].as_str()), (403, Some("forbidden")), "{forbidden}");
     let wrong = s.grants_cli(&["revoke", &id], "wrong-token");
     assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("403"));
+    // Each refusal is a deny record with the answer's request id, the endpoint and the peer; the
+    // presented token is in neither the audit nor the log.
+    let refusal = |answer: &serde_json::Value, code: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = s.audit_records().into_iter().find(|r| r["request_id"] == answer["request_id"]);
+            match found {
+                Some(r) => return r,
+                None if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(25)),
+                None => panic!("no audit record for the {code} answer {answer}"),
+            }
+        }
+    };
+    for (answer, code) in [(&unauthenticated, "admin_unauthorized"), (&forbidden, "admin_forbidden")] {
+        let r = refusal(answer, code);
+        assert_eq!((r["event"].as_str(), r["decision"].as_str(), r["details"]["code"].as_str()), (Some("deny"), Some("deny"), Some(code)), "{r}");
+        assert_eq!((r["details"]["listener"].as_str(), r["details"]["target"].as_str()), (Some("admin"), Some(path.as_str())), "{r}");
+        assert_eq!((r["route"].as_str(), r["details"]["peer"].as_str()), (Some("/v1/grants/{id}/revoke"), Some("127.0.0.1")), "{r}");
+    }
+    let audit: String = audit_files(&s.audit_dir()).iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    assert!(!audit.contains("not-the-admin-token-at-all") && !s.broker.log().contains("not-the-admin-token-at-all"), "the wrong token was written");
     assert_eq!(s.admin("GET", "/v1/grants", Some(ADMIN_TOKEN), None).1["grants"].as_array().unwrap().len(), 1);
 
     // The agent-facing ports do not serve the admin API, token or not.

@@ -109,10 +109,19 @@ logging: {{format: json}}
     /// An HTTPS request through the proxy (CONNECT), with `token` on the CONNECT.
     /// Returns (CONNECT status, final status, body).
     fn connect_get(&self, token: Option<&str>, path: &str) -> (u16, u16, String) {
+        let proxy_headers: Vec<String> = token.map(|t| format!("Proxy-Authorization: Bearer {t}")).into_iter().collect();
+        self.connect_get_with(&proxy_headers, &[], path)
+    }
+
+    /// Like [`Setup::connect_get`], with `proxy_headers` on the CONNECT and `headers` on the request.
+    fn connect_get_with(&self, proxy_headers: &[String], headers: &[String], path: &str) -> (u16, u16, String) {
         let mut args = vec!["--noproxy".to_string(), String::new(), "--proxy".into(), self.broker.proxy_url(), "--cacert".into()];
         args.push(self.broker.ca_cert().display().to_string());
-        if let Some(t) = token {
-            args.extend(["--proxy-header".into(), format!("Proxy-Authorization: Bearer {t}")]);
+        for h in proxy_headers {
+            args.extend(["--proxy-header".into(), h.clone()]);
+        }
+        for h in headers {
+            args.extend(["-H".into(), h.clone()]);
         }
         args.extend(["-H".into(), format!("Authorization: Bearer {PLACEHOLDER}")]);
         args.extend(["--write-out".into(), "\n%{http_connect} %{http_code}".into(), format!("https://{HOST}{path}")]);
@@ -206,6 +215,87 @@ async fn two_tenants_through_one_broker_never_share_a_credential() {
         let signature = secret.rsplit('.').next().unwrap();
         assert!(!written.contains(signature), "a secret or token leaked into the log or audit");
     }
+}
+
+/// An agent whose verified token says tenant acme cannot act as globex: not with a token signed by
+/// a key the broker does not trust, not with a tenant claim of the wrong shape, not by naming
+/// globex in headers, the query or a second `Proxy-Authorization`. The policy input, the lease
+/// (one per verified agent and tenant: compared by what the upstream received) and the audit
+/// carry only the verified tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_of_one_tenant_cannot_act_as_another() {
+    let s = Setup::jwt().await;
+    let acme = s.token("agent-a", "acme");
+    let claims_with = |tenant: serde_json::Value| {
+        let mut c = TestIssuer::claims("agent-a");
+        c["tenant"] = tenant;
+        c
+    };
+
+    // Tokens claiming globex that the broker did not get from its issuer, or whose tenant claim is
+    // not one string: refused (403) before anything is minted or forwarded.
+    let impostor = TestIssuer::new("cluster");
+    let forged = [
+        ("untrusted key", impostor.sign("ES256", &claims_with("globex".into()))),
+        ("alg none", TestIssuer::unsigned(&claims_with("globex".into()))),
+        ("tenant array", s.issuer.sign("ES256", &claims_with(serde_json::json!(["acme", "globex"])))),
+        ("tenant number", s.issuer.sign("ES256", &claims_with(7.into()))),
+        ("tenant object", s.issuer.sign("ES256", &claims_with(serde_json::json!({"name": "globex"})))),
+        ("tenant empty", s.issuer.sign("ES256", &claims_with("".into()))),
+    ];
+    for (what, token) in &forged {
+        assert_eq!(s.connect_get(Some(token), "/repos/acme/x").0, 403, "{what}: CONNECT");
+        let (status, _, body) = s.absolute_form(Some(token));
+        assert_eq!((status, body["error"].as_str()), (403, Some("identity_invalid")), "{what}: {body}");
+    }
+    // Two Proxy-Authorization headers, acme's first: ambiguous, so refused too.
+    let globex_forged = &forged[0].1;
+    let two = [format!("Proxy-Authorization: Bearer {acme}"), format!("Proxy-Authorization: Bearer {globex_forged}")];
+    assert_eq!(s.connect_get_with(&two, &[], "/repos/acme/x").0, 403, "two Proxy-Authorization headers");
+    assert_eq!(s.idp.calls(), 0, "nothing was minted for a forged identity");
+    assert!(s.upstream.requests().is_empty(), "nothing reached the upstream");
+
+    // acme's valid token with globex named everywhere else: served as acme, with acme's lease.
+    let spoof_headers = ["X-Tenant: globex".to_string(), "X-Agent-Id: agent-b".into(), "X-Credential-Broker-Tenant: globex".into()];
+    let spoof_proxy_headers = [format!("Proxy-Authorization: Bearer {acme}"), "X-Tenant: globex".into(), "X-Agent-Tenant: globex".into()];
+    for (proxy_headers, headers, path) in [
+        (&spoof_proxy_headers[..1], &[][..], "/repos/acme/x"),
+        (&spoof_proxy_headers[..], &spoof_headers[..], "/repos/acme/x"),
+        (&spoof_proxy_headers[..1], &[][..], "/repos/acme/x?tenant=globex&agent_id=agent-b"),
+    ] {
+        let (connect, status, body) = s.connect_get_with(proxy_headers, headers, path);
+        assert_eq!((connect, status), (200, 200), "{headers:?} {path}: {body}");
+    }
+    // A real globex agent: a lease of its own, and the policy's acme-only rule does not apply.
+    let globex = s.token("agent-a", "globex");
+    assert_eq!(s.connect_get(Some(&globex), "/repos/public/x").1, 200);
+    assert_eq!(s.connect_get(Some(&globex), "/repos/acme/x").1, 403, "globex may not read acme's repositories");
+
+    assert_eq!(s.idp.calls(), 2, "one lease for agent-a of acme, one for agent-a of globex");
+    let issued = s.idp.issued();
+    let seen = s.upstream_tokens();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen[..3].iter().all(|t| *t == seen[0]), "every acme request, spoofed or not, used acme's lease");
+    assert_ne!(seen[3], seen[0], "globex's request did not get acme's lease");
+    assert_eq!(seen[0], format!("Bearer {}", issued[0]));
+    assert_eq!(seen[3], format!("Bearer {}", issued[1]));
+
+    // The policy saw, and the audit records, only the verified tenant of each request.
+    let records = s.audit_records();
+    let allows: Vec<&serde_json::Value> = records.iter().filter(|r| r["event"] == "allow").collect();
+    assert_eq!(allows.len(), 4, "{allows:#?}");
+    for a in &allows[..3] {
+        assert_eq!((a["agent_id"].as_str(), a["tenant"].as_str()), (Some("agent-a"), Some("acme")), "{a}");
+        assert_eq!(a["reason"], "acme reads its own repositories", "{a}");
+    }
+    assert_eq!(allows[3]["reason"], "policy saw agent agent-a of tenant globex");
+    let issues: Vec<(&str, &str)> =
+        records.iter().filter(|r| r["event"] == "issue").map(|r| (r["agent_id"].as_str().unwrap(), r["tenant"].as_str().unwrap())).collect();
+    assert_eq!(issues, [("agent-a", "acme"), ("agent-a", "globex")]);
+    let globex_records: Vec<&serde_json::Value> = records.iter().filter(|r| r["tenant"] == "globex").collect();
+    assert!(globex_records.iter().all(|r| r["agent_id"] == "agent-a"), "{globex_records:#?}");
+    assert_eq!(globex_records.len(), 3, "only the real globex token's requests (allow, issue; deny) are globex's: {globex_records:#?}");
+    assert!(!records.iter().any(|r| r["agent_id"] == "agent-b"), "a header named agent-b and it reached the audit");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -69,6 +69,17 @@ impl AdminError {
         }
     }
 
+    /// The refusal code of an answer that turns a caller away from the broker API (401/403),
+    /// which is audited as a refusal; `None` for every other answer.
+    pub fn refusal_code(&self) -> Option<&'static str> {
+        match self {
+            AdminError::Unauthenticated => Some("admin_unauthorized"),
+            AdminError::WrongToken => Some("admin_forbidden"),
+            AdminError::Disabled => Some("admin_api_disabled"),
+            _ => None,
+        }
+    }
+
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let body = json!({ "error": self.code(), "message": self.to_string(), "request_id": request_id });
         let mut resp = json(self.status(), &body, request_id);

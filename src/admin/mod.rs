@@ -10,6 +10,7 @@ pub mod client;
 mod error;
 pub mod grants;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use serde_json::json;
 
 pub use error::AdminError;
 
+use crate::audit::refusals::Refusal;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
 use crate::pipeline::new_request_id;
@@ -88,21 +90,46 @@ fn percent_decode(s: &str) -> Option<String> {
     url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes()).next().map(|(_, v)| v.into_owned())
 }
 
-pub async fn handle(broker: Arc<Broker>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+/// Serve one admin request from `peer`.
+pub async fn handle(broker: Arc<Broker>, peer: Option<IpAddr>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let request_id = new_request_id();
     let matched = match_path(req.uri().path());
     let endpoint = matched.as_ref().map_or("unmatched", |(e, _, _)| e.label());
+    let path = bounded_path(req.uri().path());
     let resp = match route(&broker, req, matched, &request_id).await {
         Ok(resp) => resp,
         Err(e) => {
-            if e.status().is_server_error() || matches!(e, AdminError::WrongToken) {
-                tracing::warn!(request_id = %request_id, endpoint, error = %e, code = e.code(), "admin request refused");
+            match e.refusal_code() {
+                // Audited (and logged) rate-limited: anyone who reaches the port can cause these.
+                Some(code) => broker.refusals.record(Refusal {
+                    peer,
+                    route: Some(endpoint),
+                    target: Some(&path),
+                    ..Refusal::new(code, "admin", &request_id, &e.to_string())
+                }),
+                None if e.status().is_server_error() => {
+                    tracing::warn!(request_id = %request_id, endpoint, error = %e, code = e.code(), "admin request failed")
+                }
+                None => {}
             }
             e.into_response(&request_id)
         }
     };
     broker.metrics.admin_requests.get_or_create(&crate::metrics::AdminLabel { endpoint, status: resp.status().as_u16() }).inc();
     Ok(resp)
+}
+
+/// The longest request path an audit record of a refused admin request keeps.
+const MAX_AUDITED_PATH: usize = 256;
+
+/// The request path for the audit record, cut to [`MAX_AUDITED_PATH`] (the path is the caller's
+/// and could be long; the query, which might carry anything, is never kept).
+fn bounded_path(path: &str) -> String {
+    let mut cut = path.len().min(MAX_AUDITED_PATH);
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    path[..cut].to_string()
 }
 
 async fn route(

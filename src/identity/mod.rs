@@ -115,14 +115,34 @@ impl AgentIdentities {
     }
 }
 
-/// The token from `Proxy-Authorization: Bearer …`.
+/// The token from `Proxy-Authorization: Bearer …`. Exactly one such header: with two, which one
+/// names the agent would depend on who reads them, so neither does.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentityError> {
-    let Some(value) = headers.get(header::PROXY_AUTHORIZATION) else {
+    let mut values = headers.get_all(header::PROXY_AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Err(IdentityError::Missing("this proxy requires an agent identity token: send Proxy-Authorization: Bearer <JWT>".into()));
     };
+    if values.next().is_some() {
+        return Err(IdentityError::Invalid("send one Proxy-Authorization header, not several".into()));
+    }
     let value = value.to_str().map_err(|_| IdentityError::Invalid("Proxy-Authorization is not valid text".into()))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
         _ => Err(IdentityError::Invalid("Proxy-Authorization must use the Bearer scheme with a JWT".into())),
+    }
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_bearer_header_names_the_agent() {
+        let mut headers = HeaderMap::new();
+        assert!(matches!(bearer_token(&headers), Err(IdentityError::Missing(_))));
+        headers.append(header::PROXY_AUTHORIZATION, "Bearer a.b.c".parse().unwrap());
+        assert_eq!(bearer_token(&headers).ok(), Some("a.b.c"));
+        headers.append(header::PROXY_AUTHORIZATION, "Bearer x.y.z".parse().unwrap());
+        assert!(matches!(bearer_token(&headers), Err(IdentityError::Invalid(m)) if m.contains("one Proxy-Authorization")));
     }
 }

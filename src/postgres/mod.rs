@@ -4,6 +4,7 @@
 
 pub mod registry;
 pub mod session;
+pub mod settings;
 pub mod statements;
 pub mod tls;
 pub mod upstream;

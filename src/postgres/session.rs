@@ -17,18 +17,20 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 use super::registry::Registration;
 use super::wire::{self, read_message, read_startup, WireError};
-use super::{statements, upstream, CancelKeys, DatabaseListener};
+use super::{settings, statements, upstream, CancelKeys, DatabaseListener};
 use crate::audit::record::rfc3339;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::broker::Broker;
+use crate::classify::postgres::classify_setting;
 use crate::classify::{Permission, Scope};
 use crate::config::RetryConfig;
 use crate::identity::IdentityError;
 use crate::providers::retry::with_retries;
 use crate::providers::{Credential, CredentialProvider, Identity, Lease, MintRequest, SharedProvider};
 
-/// Startup parameters passed on to the server. Everything else is dropped: `options` could set
-/// `role` or `search_path`, `replication` would open a replication session.
+/// Startup parameters passed on to the server. Everything else is dropped (`options` could set
+/// `role` or `search_path`, `replication` would open a replication session); a session-changing
+/// setting asked for anywhere in the startup refuses it (see [`settings`]).
 const FORWARDED_PARAMETERS: &[&str] = &["application_name", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "extra_float_digits"];
 
 /// How the agent of a connection is known, per `identity.mode`.
@@ -366,7 +368,12 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(format!("this listener serves database {:?} only, not {asked:?}", db.database).into());
         }
     }
-    let mut forwarded: Vec<(String, String)> = params.into_iter().filter(|(k, _)| FORWARDED_PARAMETERS.contains(&k.as_str())).collect();
+    // A setting the agent asks for at startup is decided as its `SET` would be.
+    if let Some((statement, reason)) = settings::refused_startup_setting(&params, &statements::database(db)) {
+        audit_deny(broker, db, session_id, &identity, Some(&statement.scope), &reason).await;
+        return Err(Refusal { code: "42501", message: format!("permission denied: {reason}") });
+    }
+    let mut forwarded = settings::forwarded_parameters(params, FORWARDED_PARAMETERS);
     forwarded.push(("database".into(), db.database.clone()));
 
     // No credential without the policy's yes: opening a session is `postgres:CONNECT` on the
@@ -395,14 +402,7 @@ async fn connect_allowed(broker: &Broker, db: &DatabaseListener, identity: &Iden
     if decision.allow {
         return Ok(decision.ttl_seconds.map(std::time::Duration::from_secs).map_or(default_ttl, |t| t.min(default_ttl)));
     }
-    let mut record = AuditRecord::new(AuditEvent::Deny, session_id, &identity.agent_id, &identity.tenant);
-    record.route = Some(format!("database:{}", db.name));
-    record.scope = Some(scope);
-    record.decision = Some("deny".into());
-    record.reason = Some(decision.reason.clone());
-    if let Err(e) = broker.audit(record).await {
-        tracing::error!(session = %session_id, error = %e, "auditing a refused postgres session failed");
-    }
+    audit_deny(broker, db, session_id, identity, Some(&scope), &decision.reason).await;
     tracing::info!(session = %session_id, database = %db.name, reason = %decision.reason, "postgres session denied by policy");
     Err(Refusal { code: "42501", message: format!("permission denied: opening a session on {} needs postgres:CONNECT: {}", db.database, decision.reason) })
 }
@@ -474,6 +474,8 @@ enum End {
     Revoked,
     /// The agent's identity token or client certificate expired: ended like [`End::Expired`].
     IdentityExpired(ProofKind),
+    /// The server reported a setting under which it reads SQL text differently from the broker.
+    LexingChanged,
 }
 
 /// A renewal counts as one only when it moves the expiry at least this much: a provider that keeps
@@ -596,6 +598,22 @@ impl Session {
                             *key = Some(k);
                         }
                     }
+                    // The statement check reads SQL with standard_conforming_strings on and in
+                    // UTF-8; a server that reports otherwise (a setting changed where no
+                    // statement showed it: a function, `ALTER ROLE … SET` before this session,
+                    // the server's own configuration) would read the next query differently.
+                    // The report comes before the `ReadyForQuery` of what changed it, so only a
+                    // query the agent pipelined behind that statement can reach the server first.
+                    if message.tag == b'S' {
+                        if let Some((name, value)) = settings::changed_lexing(message.body()) {
+                            let statement = classify_setting(&name, &value, &statements::database(&self.db));
+                            let reason = format!(
+                                "the server reports {name} = {value}, under which it reads SQL text differently from the broker; the session is closed"
+                            );
+                            self.audit_denied(Some(&statement.scope), &reason).await;
+                            return Ok::<End, WireError>(End::LexingChanged);
+                        }
+                    }
                     let raw = if message.tag == b'E' { replace_denial(message, &pending) } else { message.raw };
                     // Room first (waiting here leaves only whole messages buffered), so that a
                     // message that fits is then copied into the buffer at once: only one larger
@@ -613,25 +631,29 @@ impl Session {
             };
             tokio::select! {
                 r = to_upstream => return r,
-                r = to_agent => return r,
+                r = to_agent => r?,
                 end = ending => end,
             }
         };
         // The user expired or was revoked and is about to be dropped; say why before the
         // connection goes. A revoked session's running statement is cancelled, so the server's
         // backend ends as the upstream connection closes (the provider's revoke ends it too).
-        let message = match end {
-            End::Expired => "credential-broker: the session's database credential expired",
-            End::Revoked => "credential-broker: the broker revoked the session's database credential",
-            End::IdentityExpired(ProofKind::Token) => "credential-broker: the agent's identity token expired; reconnect with a fresh one",
-            End::IdentityExpired(ProofKind::Certificate) => "credential-broker: the agent's client certificate expired; reconnect with a fresh one",
+        let (code, message) = match end {
+            End::Expired => ("57P01", "credential-broker: the session's database credential expired"),
+            End::Revoked => ("57P01", "credential-broker: the broker revoked the session's database credential"),
+            End::IdentityExpired(ProofKind::Token) => ("57P01", "credential-broker: the agent's identity token expired; reconnect with a fresh one"),
+            End::IdentityExpired(ProofKind::Certificate) => ("57P01", "credential-broker: the agent's client certificate expired; reconnect with a fresh one"),
+            End::LexingChanged => (
+                "42501",
+                "credential-broker: the server changed how it reads SQL text (standard_conforming_strings off or a client_encoding other than UTF8); the session is closed",
+            ),
         };
         tracing::info!(session = %self.session_id, ?end, "postgres session ended by the broker");
         if whole_messages {
             // Bounded: an agent that stopped reading (its socket buffer full) would otherwise keep
             // this session, its registration, its user and its connection slot for ever.
             let said = tokio::time::timeout(FINAL_WRITE_LIMIT, async {
-                agent_out.write_all(&wire::error_response("FATAL", "57P01", message)).await?;
+                agent_out.write_all(&wire::error_response("FATAL", code, message)).await?;
                 agent_out.flush().await
             })
             .await;
@@ -642,8 +664,9 @@ impl Session {
             // Cut off in the middle of a message: the FATAL would be read as the rest of it. Just close.
             tracing::info!(session = %self.session_id, "closing without a FATAL: the agent was sent part of a message");
         }
-        if let (End::Revoked, Some(k)) = (end, *key) {
+        if let (End::Revoked | End::LexingChanged, Some(k)) = (end, *key) {
             // Bounded: a revoke waits for this session to end, and the provider ends the backends anyway.
+            // After a lexing change, whatever the server still runs was read differently: stop it.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), forward_cancel(&self.db, keys, &k)).await;
         }
         Ok(())
@@ -712,15 +735,21 @@ impl Session {
     }
 
     async fn audit_denied(&self, scope: Option<&Scope>, reason: &str) {
-        let mut record = AuditRecord::new(AuditEvent::Deny, &self.session_id, &self.identity.agent_id, &self.identity.tenant);
-        record.route = Some(format!("database:{}", self.db.name));
-        record.scope = scope.cloned();
-        record.decision = Some("deny".into());
-        record.reason = Some(reason.to_string());
-        if let Err(e) = self.broker.audit(record).await {
-            tracing::error!(session = %self.session_id, error = %e, "auditing a denied statement failed");
-        }
+        audit_deny(&self.broker, &self.db, &self.session_id, &self.identity, scope, reason).await;
         tracing::info!(session = %self.session_id, reason, "postgres statement denied");
+    }
+}
+
+/// The `deny` record of something refused in a session of `db` (a statement, the session itself,
+/// a setting), naming its scope when it has one.
+async fn audit_deny(broker: &Broker, db: &DatabaseListener, session_id: &str, identity: &Identity, scope: Option<&Scope>, reason: &str) {
+    let mut record = AuditRecord::new(AuditEvent::Deny, session_id, &identity.agent_id, &identity.tenant);
+    record.route = Some(format!("database:{}", db.name));
+    record.scope = scope.cloned();
+    record.decision = Some("deny".into());
+    record.reason = Some(reason.to_string());
+    if let Err(e) = broker.audit(record).await {
+        tracing::error!(session = %session_id, error = %e, "auditing a postgres refusal failed");
     }
 }
 

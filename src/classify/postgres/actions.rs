@@ -52,6 +52,7 @@ pub const RESET_SESSION_AUTHORIZATION: &str = "postgres:RESET_SESSION_AUTHORIZAT
 pub const RESET_ALL: &str = "postgres:RESET_ALL";
 pub const DISCARD: &str = "postgres:DISCARD";
 pub const SET_SEARCH_PATH: &str = "postgres:SET_SEARCH_PATH";
+pub const SET_LEXING: &str = "postgres:SET_LEXING";
 pub const DO: &str = "postgres:DO";
 pub const COPY_PROGRAM: &str = "postgres:COPY_PROGRAM";
 pub const COPY_FILE: &str = "postgres:COPY_FILE";
@@ -64,7 +65,8 @@ pub const SECURITY_DEFINER: &str = "postgres:SECURITY_DEFINER";
 ///
 /// They change who the session is (`SET ROLE`, `SET SESSION AUTHORIZATION` and their `RESET`s,
 /// `RESET ALL`, `DISCARD ALL`), how later names resolve (`SET_SEARCH_PATH`: every later
-/// statement's tables would be classified against the wrong schema), or run code or touch files
+/// statement's tables would be classified against the wrong schema), how the server reads later
+/// SQL text (`SET_LEXING`: see [`super::lexing`]), or run code or touch files
 /// outside SQL's view (`DO`, `COPY … PROGRAM`, `COPY … 'file'`, `LOAD`, `ALTER SYSTEM`, functions
 /// in untrusted languages, `SECURITY DEFINER` functions). A statement carrying any of these is
 /// refused before policy is asked. `SET_CONFIG` (the function form of `SET` on an ordinary
@@ -82,6 +84,7 @@ const SESSION_CHANGING: &[&str] = &[
     RESET_ALL,
     DISCARD,
     SET_SEARCH_PATH,
+    SET_LEXING,
     DO,
     COPY_PROGRAM,
     COPY_FILE,

@@ -7,13 +7,13 @@
 //! Queries inside (`CREATE TABLE … AS SELECT`, `CREATE VIEW … AS`) are read by the walk.
 
 use sqlparser::ast::{
-    CommentObject, CreateExtension, CreateFunction, CreateIndex, CreateRole, CreateTable, CreateTrigger, CreateView, DropExtension, DropFunction, DropTrigger,
-    FunctionSecurity, GrantObjects, Ident, Lock, ObjectName, ObjectType, SchemaName, Truncate,
+    AlterRoleOperation, CommentObject, CreateExtension, CreateFunction, CreateIndex, CreateRole, CreateTable, CreateTrigger, CreateView, DropExtension,
+    DropFunction, DropTrigger, FunctionSecurity, GrantObjects, Ident, Lock, ObjectName, ObjectType, SchemaName, SetConfigValue, Truncate,
 };
 
-use super::actions;
 use super::collector::Collector;
-use super::names::normalize;
+use super::names::{idents, normalize};
+use super::{actions, session, settings};
 use crate::classify::ClassifyError;
 
 /// Temporary objects live in the session's own `pg_temp` schema, whatever `search_path` says.
@@ -162,6 +162,27 @@ pub(super) fn role(c: &mut Collector<'_>, verb: &str, action: &str, name: &Ident
     c.set_verb(verb);
     let resource = c.res.named("role", &normalize(name));
     c.add(action, resource);
+    Ok(())
+}
+
+/// `ALTER ROLE name …`: `ALTER_ROLE` on the role. `ALTER ROLE … SET` of a setting that changes the
+/// session (identity, name resolution, how the server lexes SQL) also needs that setting's own
+/// action: every later session of the role (of every role, with `ALTER ROLE ALL`) starts with it,
+/// including broker sessions of a role that is reused (a Vault static role).
+pub(super) fn alter_role(c: &mut Collector<'_>, name: &Ident, operation: &AlterRoleOperation) -> Result<(), ClassifyError> {
+    role(c, "ALTER ROLE", actions::ALTER_ROLE, name)?;
+    if let AlterRoleOperation::Set { config_name, config_value, .. } = operation {
+        let setting = idents(config_name)?.join(".");
+        let values = match config_value {
+            SetConfigValue::Value(expr) => session::value_text(expr).map(|v| vec![v]),
+            SetConfigValue::Default | SetConfigValue::FromCurrent => None,
+        };
+        let action = settings::setting_action(&setting, values.as_deref(), c.res.default_schema(), actions::ALTER_ROLE);
+        if action != actions::ALTER_ROLE {
+            let resource = c.res.named("setting", &setting);
+            c.add(action, resource);
+        }
+    }
     Ok(())
 }
 

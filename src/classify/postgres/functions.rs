@@ -195,7 +195,8 @@ fn set_config(c: &mut Collector<'_>, args: &[FunctionArg]) -> Result<(), Classif
     let Some(setting) = literal_arg(args, 0, "setting_name") else {
         return Err(ClassifyError::new("unclassified statement: set_config with a setting name that is not a literal"));
     };
-    let setting = setting.to_lowercase();
+    // Setting names compare ASCII case-insensitively (`guc_name_compare`).
+    let setting = setting.to_ascii_lowercase();
     let value = literal_arg(args, 1, "new_value");
     let action = settings::setting_action(&setting, value.as_deref().map(settings::split_search_path).as_deref(), c.res.default_schema(), actions::SET_CONFIG);
     let resource = c.res.named("setting", &setting);

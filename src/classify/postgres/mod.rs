@@ -41,6 +41,7 @@ mod collector;
 mod ddl;
 mod dml;
 pub mod functions;
+pub mod lexing;
 mod names;
 mod raw;
 mod session;
@@ -99,4 +100,16 @@ pub fn classify_parse(sql: &str, db: &Database) -> Result<Option<StatementScope>
         0 | 1 => Ok(scopes.pop()),
         _ => Err(ClassifyError::new("unclassified statement: a prepared statement may hold only one command")),
     }
+}
+
+/// A run-time setting asked for outside SQL (in the startup packet: `client_encoding`, or
+/// `-c name=value` in `options`), classified as `SET name = 'value'` is: verb `SET`, the setting's
+/// action (session-changing for `role`, a widening `search_path`, a lexing change, …) on
+/// `postgres://HOST/DB/setting:NAME`. `setting` is matched ASCII case-insensitively, as the server does.
+pub fn classify_setting(setting: &str, value: &str, db: &Database) -> StatementScope {
+    let setting = setting.to_ascii_lowercase();
+    let values = if setting == "search_path" { settings::split_search_path(value) } else { vec![value.to_string()] };
+    let action = settings::setting_action(&setting, Some(&values), &db.default_schema, actions::SET);
+    let resource = names::Resources::new(db).named("setting", &setting);
+    StatementScope { sql_verb: "SET".into(), scope: Scope::single("postgres", None, action, resource) }
 }

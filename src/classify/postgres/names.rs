@@ -40,13 +40,31 @@ fn is_catalog_relation(name: &str) -> bool {
     PG_CATALOG_RELATIONS.split_ascii_whitespace().any(|known| known == name)
 }
 
-/// Normalise one identifier as Postgres does: unquoted names fold to lower case, quoted names are
-/// kept exactly.
+/// Normalise one identifier as Postgres' lexer does, so the resource names the object the server
+/// will use: unquoted names fold ASCII letters to lower case (only those: in a UTF-8 database `Ö`
+/// stays `Ö`, so `ÖRDERS` is not `örders`), quoted names are kept exactly, and either is cut to
+/// [`MAX_IDENTIFIER_BYTES`] at a character boundary, as the server truncates a longer one (with a
+/// NOTICE) rather than refusing it.
 pub(super) fn normalize(ident: &Ident) -> String {
-    match ident.quote_style {
+    let name = match ident.quote_style {
         Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
+        None => ident.value.to_ascii_lowercase(),
+    };
+    truncate_identifier(name)
+}
+
+/// `NAMEDATALEN - 1`: the longest identifier Postgres keeps (`max_identifier_length`).
+pub(super) const MAX_IDENTIFIER_BYTES: usize = 63;
+
+fn truncate_identifier(mut name: String) -> String {
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        let mut cut = MAX_IDENTIFIER_BYTES;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
     }
+    name
 }
 
 /// Render one normalised name for a resource string. Names made only of letters, digits, `_` and

@@ -6,11 +6,11 @@
 //! the session is, or how names resolve, get the distinct actions listed in
 //! [`super::is_session_changing`].
 
-use sqlparser::ast::{CloseCursor, DiscardObject, Expr, Ident, ObjectName, Reset, Set, SetSessionAuthorizationParamKind, UtilityOption};
+use sqlparser::ast::{CloseCursor, DiscardObject, Expr, Ident, ObjectName, Reset, Set, SetSessionAuthorizationParamKind, UtilityOption, Value};
 
 use super::collector::Collector;
 use super::names::{idents, normalize};
-use super::{actions, settings};
+use super::{actions, lexing, settings};
 use crate::classify::ClassifyError;
 
 /// `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`, `SET TRANSACTION`.
@@ -47,8 +47,10 @@ pub(super) fn set(c: &mut Collector<'_>, set: &Set) -> Result<(), ClassifyError>
             identity(c, actions::SET_SESSION_AUTHORIZATION, user);
             Ok(())
         }
-        Set::SetTimeZone { .. } => ordinary_setting(c, "timezone"),
-        Set::SetNames { .. } | Set::SetNamesDefault {} => ordinary_setting(c, "client_encoding"),
+        Set::SetTimeZone { .. } => keyword_setting(c, "timezone", None),
+        // `SET NAMES x` is `SET client_encoding = x`, whose value decides how the server lexes.
+        Set::SetNames { charset_name, .. } => keyword_setting(c, "client_encoding", Some(&[normalize(charset_name)])),
+        Set::SetNamesDefault {} => keyword_setting(c, "client_encoding", None),
         Set::SetTransaction { .. } => transaction(c, "SET TRANSACTION"),
         Set::ParenthesizedAssignments { .. } | Set::SetSessionParam(_) => Err(ClassifyError::new(format!("unclassified statement: {set}"))),
     }
@@ -74,19 +76,26 @@ fn assignment(c: &mut Collector<'_>, variable: &ObjectName, values: &[Expr]) -> 
     Ok(())
 }
 
-/// The text of a `SET` value: an identifier (normalised) or a string literal (as written).
-fn value_text(value: &Expr) -> Option<String> {
+/// The text of a `SET` value: an identifier (normalised), a string literal (as written), a
+/// number or a boolean (`SET standard_conforming_strings = true`).
+pub(super) fn value_text(value: &Expr) -> Option<String> {
     match value {
         Expr::Identifier(ident) => Some(normalize(ident)),
-        Expr::Value(value) => value.value.clone().into_string(),
+        Expr::Value(value) => match &value.value {
+            Value::Number(..) | Value::Boolean(_) => Some(value.value.to_string()),
+            other => other.clone().into_string(),
+        },
         _ => None,
     }
 }
 
-fn ordinary_setting(c: &mut Collector<'_>, setting: &str) -> Result<(), ClassifyError> {
+/// A setting changed with its own keyword (`SET TIME ZONE`, `SET NAMES`) to `values` (`None`:
+/// not a literal, or `DEFAULT`).
+fn keyword_setting(c: &mut Collector<'_>, setting: &str, values: Option<&[String]>) -> Result<(), ClassifyError> {
     c.set_verb("SET");
+    let action = settings::setting_action(setting, values, c.res.default_schema(), actions::SET);
     let resource = c.res.named("setting", setting);
-    c.add(actions::SET, resource);
+    c.add(action, resource);
     Ok(())
 }
 
@@ -111,6 +120,9 @@ pub(super) fn reset(c: &mut Collector<'_>, reset: &Reset) -> Result<(), Classify
                 "session_authorization" => actions::RESET_SESSION_AUTHORIZATION,
                 // The server's default search_path is not known here.
                 "search_path" => actions::SET_SEARCH_PATH,
+                // Nor the value a lexing setting returns to (the relay checks the server's
+                // reports, but nobody needs to reset these; see `lexing`).
+                s if lexing::is_lexing_setting(s) => actions::SET_LEXING,
                 _ => actions::SET,
             };
             (action, c.res.named("setting", &setting))

@@ -42,7 +42,7 @@ pub(super) fn classify(c: &mut Collector<'_>, statement: &Statement) -> Result<(
         S::AlterView(alter) => ddl::alter_object(c, "ALTER VIEW", &alter.name),
         S::AlterType(alter) => ddl::alter_object(c, "ALTER TYPE", &alter.name),
         S::AlterSchema(alter) => ddl::alter_schema(c, &alter.name),
-        S::AlterRole { name, .. } => ddl::role(c, "ALTER ROLE", super::actions::ALTER_ROLE, name),
+        S::AlterRole { name, operation } => ddl::alter_role(c, name, operation),
         S::Drop { object_type, names, .. } => ddl::drop(c, object_type, names),
         S::DropFunction(drop) => ddl::drop_function(c, drop),
         S::DropTrigger(drop) => ddl::drop_trigger(c, drop),

@@ -237,6 +237,8 @@ fn session_changing_actions_are_flagged() {
         "SET search_path = evil",
         "SELECT set_config('search_path', 'evil', false)",
         "ALTER SYSTEM SET log_statement = 'none'",
+        "SET standard_conforming_strings = off",
+        "SELECT set_config('client_encoding', 'SJIS', false)",
     ] {
         let scopes = classify_sql(sql, &db()).unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert!(scopes.iter().flat_map(|s| &s.scope.permissions).any(|p| is_session_changing(&p.action)), "{sql} is not flagged: {scopes:?}");
@@ -283,4 +285,104 @@ fn extended_protocol_parse_holds_one_statement() {
     assert_eq!(classify_parse("", &db()).unwrap(), None);
     let err = classify_parse("SELECT 1; SELECT 2", &db()).unwrap_err();
     assert!(err.reason.contains("only one command"), "{err}");
+}
+
+/// Settings that change how the server lexes SQL text (see `lexing`): every way to change one
+/// away from the broker's reading is `SET_LEXING`; values that keep it are ordinary.
+#[test]
+fn lexing_settings_are_held_to_the_brokers_reading() {
+    const SCS: &str = "setting:standard_conforming_strings";
+    const ENC: &str = "setting:client_encoding";
+    check(&[
+        ("SET standard_conforming_strings = off", "SET", &[("SET_LEXING", SCS)]),
+        ("SET standard_conforming_strings TO 'off'", "SET", &[("SET_LEXING", SCS)]),
+        ("SET LOCAL standard_conforming_strings = off", "SET", &[("SET_LEXING", SCS)]),
+        ("SET SESSION Standard_Conforming_Strings TO false", "SET", &[("SET_LEXING", SCS)]),
+        ("SET standard_conforming_strings = 0", "SET", &[("SET_LEXING", SCS)]),
+        ("SET standard_conforming_strings = of", "SET", &[("SET_LEXING", SCS)]),
+        // The value DEFAULT stands for is not known here.
+        ("SET standard_conforming_strings TO DEFAULT", "SET", &[("SET_LEXING", SCS)]),
+        ("RESET standard_conforming_strings", "RESET", &[("SET_LEXING", SCS)]),
+        ("SELECT set_config('standard_conforming_strings', 'off', false)", "SELECT", &[("SELECT", ""), ("SET_LEXING", SCS)]),
+        ("SELECT pg_catalog.set_config('STANDARD_CONFORMING_STRINGS', 'off', true)", "SELECT", &[("SELECT", ""), ("SET_LEXING", SCS)]),
+        ("SELECT set_config('standard_conforming_strings', current_setting('x.y'), false)", "SELECT", &[("SELECT", ""), ("SET_LEXING", SCS)]),
+        // Client-only encodings (a 0x5c trail byte) and any other non-UTF-8 encoding.
+        ("SET client_encoding = 'SJIS'", "SET", &[("SET_LEXING", ENC)]),
+        ("SET client_encoding TO 'Shift_JIS'", "SET", &[("SET_LEXING", ENC)]),
+        ("SET client_encoding TO big5", "SET", &[("SET_LEXING", ENC)]),
+        ("SET client_encoding = 'WIN936'", "SET", &[("SET_LEXING", ENC)]),
+        ("SET client_encoding = LATIN1", "SET", &[("SET_LEXING", ENC)]),
+        ("SET client_encoding TO DEFAULT", "SET", &[("SET_LEXING", ENC)]),
+        ("SET NAMES 'GBK'", "SET", &[("SET_LEXING", ENC)]),
+        ("SET NAMES DEFAULT", "SET", &[("SET_LEXING", ENC)]),
+        ("RESET client_encoding", "RESET", &[("SET_LEXING", ENC)]),
+        ("SELECT set_config('client_encoding', 'sjis', false)", "SELECT", &[("SELECT", ""), ("SET_LEXING", ENC)]),
+        ("SET backslash_quote = on", "SET", &[("SET_LEXING", "setting:backslash_quote")]),
+        ("SET backslash_quote = true", "SET", &[("SET_LEXING", "setting:backslash_quote")]),
+        // Later sessions of the role would start with it.
+        ("ALTER ROLE cb_x SET standard_conforming_strings = off", "ALTER ROLE", &[("ALTER_ROLE", "role:cb_x"), ("SET_LEXING", SCS)]),
+        ("ALTER ROLE cb_x IN DATABASE app SET client_encoding = 'SJIS'", "ALTER ROLE", &[("ALTER_ROLE", "role:cb_x"), ("SET_LEXING", ENC)]),
+        ("ALTER ROLE cb_x SET search_path = evil", "ALTER ROLE", &[("ALTER_ROLE", "role:cb_x"), ("SET_SEARCH_PATH", "setting:search_path")]),
+        // Values that keep the broker's reading are ordinary settings.
+        ("SET standard_conforming_strings = on", "SET", &[("SET", SCS)]),
+        ("SET standard_conforming_strings = true", "SET", &[("SET", SCS)]),
+        ("SET standard_conforming_strings TO 'yes'", "SET", &[("SET", SCS)]),
+        ("SET client_encoding = 'UTF8'", "SET", &[("SET", ENC)]),
+        ("SET client_encoding TO 'utf-8'", "SET", &[("SET", ENC)]),
+        ("SET NAMES 'UTF8'", "SET", &[("SET", ENC)]),
+        ("SELECT set_config('client_encoding', 'UTF8', false)", "SELECT", &[("SELECT", ""), ("SET_CONFIG", ENC)]),
+        ("SET backslash_quote = safe_encoding", "SET", &[("SET", "setting:backslash_quote")]),
+        ("SET backslash_quote = off", "SET", &[("SET", "setting:backslash_quote")]),
+        // Only warns; does not change lexing.
+        ("SET escape_string_warning = off", "SET", &[("SET", "setting:escape_string_warning")]),
+        ("ALTER ROLE cb_x SET statement_timeout = '5s'", "ALTER ROLE", &[("ALTER_ROLE", "role:cb_x")]),
+    ]);
+    // Not classified at all, so refused too.
+    check_err(&[("ALTER DATABASE app SET standard_conforming_strings = off", "")]);
+}
+
+/// The classifier reads strings as the server does with `standard_conforming_strings = on` (which
+/// the broker holds the server to): a backslash in `'…'` is a character, in `E'…'` an escape.
+#[test]
+fn strings_are_lexed_as_with_standard_conforming_strings_on() {
+    let verbs = |sql: &str| classify_sql(sql, &db()).unwrap_or_else(|e| panic!("{sql}: {e}")).into_iter().map(|s| s.sql_verb).collect::<Vec<_>>();
+    assert_eq!(verbs(r"SELECT 'a\'; DELETE FROM t; --'"), ["SELECT", "DELETE"]);
+    assert_eq!(verbs(r"SELECT E'a\'; DELETE FROM t; --'"), ["SELECT"]);
+    assert_eq!(verbs(r"SELECT E'\\'; DELETE FROM t"), ["SELECT", "DELETE"]);
+    assert_eq!(verbs("SELECT $x$;$x$; DELETE FROM t"), ["SELECT", "DELETE"]);
+    assert_eq!(verbs("SELECT $x$ $y$;$y$ $x$; DELETE FROM t"), ["SELECT", "DELETE"]);
+    assert_eq!(verbs("SELECT 1 /* ; DELETE FROM t */; -- ; DELETE FROM t\nDELETE FROM u"), ["SELECT", "DELETE"]);
+}
+
+/// Identifiers are named as the server will use them: ASCII-only case folding, cut to 63 bytes.
+#[test]
+fn identifiers_are_normalised_as_the_server_does() {
+    let long = "a".repeat(63);
+    check(&[
+        // In a UTF-8 database only ASCII letters fold: `ÖRDERS` is `Örders`, not `örders`.
+        ("SELECT * FROM ÖRDERS", "SELECT", &[("SELECT", "public.Örders")]),
+        (&format!("SELECT * FROM {long}zzz"), "SELECT", &[("SELECT", &format!("public.{long}"))]),
+        (&format!("SELECT * FROM \"{long}ZZZ\""), "SELECT", &[("SELECT", &format!("public.{long}"))]),
+        // Cut at a character boundary: 62 ASCII bytes, then a 2-byte character that does not fit.
+        (&format!("SELECT * FROM {}éx", "a".repeat(62)), "SELECT", &[("SELECT", &format!("public.{}", "a".repeat(62)))]),
+    ]);
+}
+
+#[test]
+fn server_reports_are_checked_against_the_brokers_reading() {
+    use super::lexing::keeps_lexing;
+    for (setting, value, kept) in [
+        ("standard_conforming_strings", "on", true),
+        ("standard_conforming_strings", "off", false),
+        ("client_encoding", "UTF8", true),
+        ("client_encoding", "SJIS", false),
+        ("client_encoding", "SQL_ASCII", false),
+        ("client_encoding", "BIG5", false),
+        ("backslash_quote", "safe_encoding", true),
+        ("backslash_quote", "on", false),
+        ("escape_string_warning", "off", true),
+        ("DateStyle", "ISO, MDY", true),
+    ] {
+        assert_eq!(keeps_lexing(setting, value), kept, "{setting} = {value}");
+    }
 }
