@@ -468,6 +468,19 @@ fn a_session_ends_even_when_its_agent_stopped_reading() {
             assert!(Instant::now() < deadline, "{sql} never blocked:\n{}", proxy.broker.log());
             std::thread::sleep(Duration::from_millis(50));
         }
+        // The server also waits when the broker is merely slow (a loaded machine); what matters is
+        // that the broker itself is blocked: the agent's receive queue full and no longer growing.
+        let port = agent.local_addr().unwrap().port();
+        let mut last = receive_queue(port);
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = receive_queue(port);
+            if now > 0 && now == last {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the agent's receive queue never filled up ({now} bytes)");
+            last = now;
+        }
         let started = Instant::now();
         let (status, body) = proxy.api("POST", "/v1/grants/revoke", Some(r#"{"agent_id": "agent-7"}"#));
         assert_eq!((status, &body["count"]), (200, &serde_json::json!(1)), "{body:#}");
@@ -482,6 +495,19 @@ fn a_session_ends_even_when_its_agent_stopped_reading() {
         }
         drop(agent);
     }
+}
+
+/// Bytes waiting unread in the receive queue of this machine's IPv4 TCP socket bound to `port`
+/// (from /proc/net/tcp: `local_address` `0100007F:PORT`, `tx_queue:rx_queue` in hex).
+fn receive_queue(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&local.as_str()))
+        .and_then(|f| f.get(4).and_then(|q| q.split(':').nth(1)).and_then(|rx| u64::from_str_radix(rx, 16).ok()))
+        .unwrap_or(0)
 }
 
 /// Ctrl-C in psql sends a `CancelRequest` to the broker, which passes it to the server.
