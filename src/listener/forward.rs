@@ -119,7 +119,8 @@ async fn connect(
             tracing::info!(%host, port, "tunnelling passthrough host without credentials");
             // Tracked like upgraded connections: shutdown waits for it within the grace period.
             if !broker.tunnels.spawn(passthrough::tunnel(hyper::upgrade::on(req), upstream, host, port, broker.config.limits.idle_timeout)) {
-                return refuser.answer(Some(&target), BrokerError::Upstream { host: target.clone(), reason: "the broker is shutting down; no new tunnels".into() });
+                return refuser
+                    .answer(Some(&target), BrokerError::Upstream { host: target.clone(), reason: "the broker is shutting down; no new tunnels".into() });
             }
             established()
         }
