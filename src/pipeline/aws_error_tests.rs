@@ -28,7 +28,7 @@ fn the_protocol_follows_what_the_request_says() {
     let form = headers(&[("content-type", "application/x-www-form-urlencoded; charset=utf-8")]);
     let rest_json = headers(&[("content-type", "application/json")]);
     let none = HeaderMap::new();
-    let cases: [(Option<&str>, &HeaderMap, Option<&str>, Option<AwsErrorProtocol>); 10] = [
+    let cases = [
         (Some("s3"), &none, None, Some(S3Xml)),
         // An object uploaded as JSON or as a form is still S3.
         (Some("s3"), &rest_json, None, Some(S3Xml)),
@@ -74,10 +74,7 @@ async fn json_refusals_carry_the_type_in_the_header_and_the_body() {
     assert_eq!(h["x-amzn-requestid"], ID);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["__type"], "AccessDeniedException");
-    assert_eq!(
-        body["message"],
-        format!("request could not be classified: duplicate key TableName (credential-broker unclassified_request, request id {ID})")
-    );
+    assert_eq!(body["message"], format!("request could not be classified: duplicate key TableName (credential-broker unclassified_request, request id {ID})"));
     let (status, h, _) = render(BrokerError::BadRequest("framing".into()), AwsErrorProtocol::Json).await;
     assert_eq!((status, &h["x-amzn-errortype"]), (StatusCode::BAD_REQUEST, &HeaderValue::from_static("ValidationException")));
     let mint = BrokerError::MintFailed { provider: "sts".into(), message: "unreachable".into() };
