@@ -287,7 +287,8 @@ fn without_the_broker_or_with_a_real_looking_key_the_same_calls_fail() {
     ];
     let out = a.moto.aws(&["s3", "ls", &format!("s3://{BUCKET}")], &env);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("(AccessDenied)") && stderr.contains("not the configured placeholder"), "{stderr}");
     assert_eq!(a.issues().len(), before);
     assert!(!a.broker.log().contains("AKIAIOSFODNN7EXAMPLE"), "the refused key is not logged whole");
     let deny = a.audit().into_iter().last().unwrap();
@@ -303,7 +304,7 @@ fn a_policy_deny_is_403_with_the_reason_and_no_sts_call() {
     let out = a.aws(&["s3", "rb", &format!("s3://{BUCKET}")]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("403"), "{stderr}");
+    assert!(stderr.contains("(AccessDenied)") && stderr.contains("deleting buckets needs a human"), "{stderr}");
     assert_eq!(a.moto.assumed_roles().len(), sessions, "a denied request mints nothing");
     let deny = a.audit().into_iter().rev().find(|r| r["decision"] == "deny").unwrap();
     assert_eq!(deny["scope"]["permissions"][0]["action"], "s3:DeleteBucket");
@@ -366,7 +367,7 @@ fn sts_unreachable_fails_closed_after_three_retries_with_the_alert() {
     let out = a.aws(&["s3", "ls", &format!("s3://{BUCKET}")]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("503"), "{stderr}");
+    assert!(stderr.contains("(ServiceUnavailable)") && stderr.contains("credential minting failed for provider sts"), "{stderr}");
     assert!(a.broker.wait_for_log("Credential Minting Failure", Duration::from_secs(10)));
     let alert = a.broker.log().lines().find(|l| l.contains("Credential Minting Failure")).unwrap().to_string();
     assert!(alert.contains("\"attempts\":4"), "one try and three retries: {alert}");
@@ -415,13 +416,96 @@ try:
     ddb.put_item(TableName="acme-tasks", Item={"id": {"S": "big"}, "blob": {"S": "x" * (2 * 1024 * 1024)}})
     print("accepted")
 except botocore.exceptions.ClientError as e:
-    print(e.response["ResponseMetadata"]["HTTPStatusCode"])
+    print(e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"])
 "#;
     let env = a.agent_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = a.moto.boto3(script, &env);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "413");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "413 RequestEntityTooLargeException");
     assert!(a.issues().is_empty(), "nothing minted for a refused body");
     assert!(a.broker.log().contains("payload_too_large"));
+}
+
+/// The deny record the broker wrote for `request_id`.
+fn deny_with_id(a: &Aws, request_id: &str) -> serde_json::Value {
+    let record = a.audit().into_iter().find(|r| r["request_id"] == request_id);
+    let record = record.unwrap_or_else(|| panic!("no audit record for request {request_id}"));
+    assert_eq!(record["decision"], "deny", "{record}");
+    record
+}
+
+/// The request id the broker put in a refusal message: "… (credential-broker <code>, request id <id>)".
+fn request_id_in(message: &str) -> String {
+    let after = message.split("request id ").nth(1).unwrap_or_else(|| panic!("no request id in {message:?}"));
+    after.chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect()
+}
+
+#[test]
+fn refusals_reach_the_cli_and_boto3_in_each_services_own_error_format() {
+    let a = Aws::start();
+    a.aws_ok(&["s3", "mb", &format!("s3://{BUCKET}")]);
+
+    // S3 (REST XML), through the CLI: the code and the policy's reason, not "403 Forbidden".
+    let out = a.aws(&["s3", "rb", &format!("s3://{BUCKET}")]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("An error occurred (AccessDenied) when calling the DeleteBucket operation: denied by policy: deleting buckets needs a human (credential-broker policy_denied, request id "),
+        "{stderr}"
+    );
+    assert_eq!(deny_with_id(&a, &request_id_in(&stderr))["reason"], "deleting buckets needs a human");
+    let out = a.aws(&["s3api", "get-object", "--bucket", "globex-data", "--key", "plans.txt", "/dev/null"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("(AccessDenied) when calling the GetObject operation: denied by policy: no rule allows this request"), "{stderr}");
+    assert_eq!(deny_with_id(&a, &request_id_in(&stderr))["scope"]["permissions"][0]["resource"], "arn:aws:s3:::globex-data/plans.txt");
+
+    // SNS (Query XML) through the CLI: before, botocore could not parse the broker's JSON.
+    let topic = "arn:aws:sns:us-east-1:123456789012:globex-alerts";
+    let out = a.aws(&["sns", "publish", "--topic-arn", topic, "--message", "hi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("(AccessDenied) when calling the Publish operation: denied by policy: no rule allows this request"), "{stderr}");
+    assert_eq!(deny_with_id(&a, &request_id_in(&stderr))["scope"]["permissions"][0]["action"], "sns:Publish");
+
+    // boto3: S3, DynamoDB (JSON) and SNS (Query) each give a ClientError with the code, the
+    // reason and the broker's request id as the SDK's own RequestId.
+    let script = format!(
+        r#"
+import json, boto3, botocore.config, botocore.exceptions
+config = botocore.config.Config(retries={{"max_attempts": 1}})
+calls = [
+    ("s3", lambda: boto3.client("s3", config=config).delete_bucket(Bucket="{BUCKET}")),
+    ("dynamodb", lambda: boto3.client("dynamodb", config=config).get_item(TableName="globex-tasks", Key={{"id": {{"S": "x"}}}})),
+    ("sns", lambda: boto3.client("sns", config=config).publish(TopicArn="{topic}", Message="hi")),
+]
+for name, call in calls:
+    try:
+        call()
+        print(json.dumps({{"name": name, "accepted": True}}))
+    except botocore.exceptions.ClientError as e:
+        r = e.response
+        print(json.dumps({{"name": name, "status": r["ResponseMetadata"]["HTTPStatusCode"], "code": r["Error"]["Code"],
+                          "message": r["Error"]["Message"], "request_id": r["ResponseMetadata"].get("RequestId")}}))
+"#
+    );
+    let env = a.agent_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = a.moto.boto3(&script, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let expected = [
+        ("s3", "AccessDenied", "denied by policy: deleting buckets needs a human"),
+        ("dynamodb", "AccessDeniedException", "denied by policy: no rule allows this request"),
+        ("sns", "AccessDenied", "denied by policy: no rule allows this request"),
+    ];
+    assert_eq!(results.len(), expected.len(), "{results:?}");
+    for ((name, code, reason), r) in expected.iter().zip(&results) {
+        assert_eq!(r["name"], *name, "{r}");
+        assert_eq!((r["status"].as_u64(), r["code"].as_str()), (Some(403), Some(*code)), "{r}");
+        let message = r["message"].as_str().unwrap_or_default();
+        let id = r["request_id"].as_str().unwrap_or_default();
+        assert!(!id.is_empty(), "{name}: the SDK reads the broker's request id: {r}");
+        assert_eq!(message, format!("{reason} (credential-broker policy_denied, request id {id})"), "{name}");
+        deny_with_id(&a, id);
+    }
 }

@@ -165,7 +165,8 @@ audit: {{path: {dir}/audit.jsonl}}
 
 /// What each agent script can use: `send` prints the broker's answer as one JSON line.
 const PY_HELPERS: &str = r#"
-import json, os, requests, boto3, botocore.config
+import json, os, requests, boto3, botocore.config, botocore.exceptions
+import xml.etree.ElementTree as ET
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -181,13 +182,25 @@ def signed(method, url, body, creds, service="s3", headers=None):
     (S3SigV4Auth if service == "s3" else SigV4Auth)(creds, service, "us-east-1").add_auth(req)
     return dict(req.headers.items())
 
+def aws_error(r):
+    """A refusal read the way the SDKs read it: S3 and Query XML, or the JSON protocols'."""
+    if "xml" in r.headers.get("content-type", ""):
+        root = ET.fromstring(r.content)
+        error = root if root.tag == "Error" else root.find("Error")
+        return {"code": error.findtext("Code"), "message": error.findtext("Message"), "request_id": root.findtext("RequestId")}
+    body = r.json()
+    return {"code": r.headers.get("x-amzn-ErrorType"), "type": body.get("__type"), "message": body.get("message"),
+            "request_id": r.headers.get("x-amzn-RequestId")}
+
 def send(name, method, url, headers=None, body=b""):
     r = requests.request(method, url, headers=headers or {}, data=body, proxies={"https": PROXY}, verify=CA, timeout=30)
     try:
         answer = r.json()
     except ValueError:
         answer = r.text
-    print(json.dumps({"name": name, "status": r.status_code, "body": answer}))
+    error = aws_error(r) if r.status_code >= 400 else None
+    print(json.dumps({"name": name, "status": r.status_code, "body": answer, "error": error,
+                      "broker_request_id": r.headers.get("x-credential-broker-request-id")}))
 "#;
 
 fn text(bytes: &[u8]) -> String {
@@ -198,16 +211,25 @@ fn by_name<'a>(results: &'a [Value], name: &str) -> &'a Value {
     results.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no result {name}: {results:?}"))
 }
 
-/// The broker's refusal as the client saw it, and its audit record: 403, the code, a message
-/// saying why, the request id, and one deny record with that id and the reason; the record.
+/// The broker's refusal as the client saw it (in the service's own error format, read as the SDKs
+/// read it), and its audit record: 403, an access-denied code, a message saying why with the
+/// broker's code and the request id, and one deny record with that id and the reason; the record.
 fn assert_refused(rig: &Rig, result: &Value, code: &str, says: &str) -> Value {
     let name = &result["name"];
     assert_eq!(result["status"], 403, "{name}: {result}");
-    let body = &result["body"];
-    assert_eq!(body["error"], code, "{name}: {body}");
-    let message = body["message"].as_str().unwrap_or_default();
+    let error = &result["error"];
+    let aws_code = error["code"].as_str().unwrap_or_default();
+    assert!(["AccessDenied", "AccessDeniedException"].contains(&aws_code), "{name}: {error}");
+    if !error["type"].is_null() {
+        assert_eq!(error["type"], aws_code, "{name}: the JSON body and x-amzn-ErrorType agree: {error}");
+    }
+    let message = error["message"].as_str().unwrap_or_default();
     assert!(message.contains(says), "{name}: the message should say {says:?}: {message}");
-    let request_id = body["request_id"].as_str().filter(|s| !s.is_empty()).unwrap_or_else(|| panic!("{name}: no request id: {body}"));
+    let request_id = error["request_id"].as_str().filter(|s| !s.is_empty()).unwrap_or_else(|| panic!("{name}: no request id: {error}"));
+    assert!(message.ends_with(&format!("(credential-broker {code}, request id {request_id})")), "{name}: {message}");
+    if !result["broker_request_id"].is_null() {
+        assert_eq!(result["broker_request_id"], request_id, "{name}: {result}");
+    }
     let record = rig.audited(request_id);
     assert_eq!(record["event"], "deny", "{name}: {record}");
     assert_eq!(record["decision"], "deny", "{name}: {record}");
@@ -241,8 +263,8 @@ fn the_aws_cli_with_a_session_token_is_refused_and_nothing_reaches_aws() {
     let out = rig.aws(&create, &[("AWS_SESSION_TOKEN", AGENT_TOKEN)]);
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "{}", text(&out.stdout));
-    // botocore shows the broker's JSON message for a JSON-protocol service.
-    assert!(stderr.contains("403") && stderr.contains("AWS session token") && stderr.contains("unset AWS_SESSION_TOKEN"), "{stderr}");
+    // botocore shows the refusal in DynamoDB's own JSON error format: the code and the reason.
+    assert!(stderr.contains("(AccessDeniedException)") && stderr.contains("AWS session token") && stderr.contains("unset AWS_SESSION_TOKEN"), "{stderr}");
     assert!(!stderr.contains(AGENT_TOKEN), "the refusal does not echo the token");
 
     // Nothing reached moto and nothing was minted for it; the table does not exist.
@@ -365,23 +387,17 @@ fn credential_vending_is_refused_even_when_the_policy_allows_everything() {
     let minted = rig.assume_role_calls();
     let results = rig.python(&format!(
         r#"
-# boto3 as the agent's SDK; the broker's answer is taken off the wire (a JSON refusal is not what
-# an XML-protocol service such as STS answers, so botocore cannot parse it).
+# boto3 as the agent's SDK: the refusal as botocore parsed it (Query XML for STS and IAM, JSON for
+# the others).
 def call(name, service, fn):
-    seen = {{}}
-    def grab(response_dict, **_):
-        seen.update(status=response_dict["status_code"], body=response_dict["body"])
     client = boto3.client(service, config=botocore.config.Config(retries={{"max_attempts": 1}}))
-    client.meta.events.register("before-parse", grab)
     try:
         fn(client)
-    except Exception:
-        pass
-    try:
-        body = json.loads(seen.get("body") or b"null")
-    except ValueError:
-        body = seen.get("body", b"").decode(errors="replace")
-    print(json.dumps({{"name": name, "status": seen.get("status"), "body": body}}))
+        print(json.dumps({{"name": name, "status": 200}}))
+    except botocore.exceptions.ClientError as e:
+        r = e.response
+        error = {{"code": r["Error"]["Code"], "message": r["Error"]["Message"], "request_id": r["ResponseMetadata"].get("RequestId")}}
+        print(json.dumps({{"name": name, "status": r["ResponseMetadata"]["HTTPStatusCode"], "error": error}}))
 
 call("sts:AssumeRole", "sts", lambda c: c.assume_role(RoleArn="{ROLE_ARN}", RoleSessionName="escape"))
 call("sts:GetSessionToken", "sts", lambda c: c.get_session_token())

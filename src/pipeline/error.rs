@@ -3,6 +3,7 @@
 use http::{header, Response, StatusCode};
 use serde_json::json;
 
+use super::aws_error::{self, AwsErrorProtocol};
 use crate::upstream::{full, Body};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -124,6 +125,56 @@ impl BrokerError {
             IdentityRequired(_) => "identity_required",
             IdentityInvalid(_) => "identity_invalid",
         }
+    }
+
+    /// The error code an AWS client of `protocol` expects for this refusal. Its status stays the
+    /// broker's; the code only lets the SDK name it (and retry what AWS would have it retry).
+    fn aws_code(&self, protocol: AwsErrorProtocol) -> &'static str {
+        use AwsErrorProtocol::*;
+        let status = self.status();
+        match (protocol, status) {
+            (Json, StatusCode::FORBIDDEN) => "AccessDeniedException",
+            (_, StatusCode::FORBIDDEN) => "AccessDenied",
+            (S3Xml, StatusCode::PAYLOAD_TOO_LARGE) => "EntityTooLarge",
+            (Json, StatusCode::PAYLOAD_TOO_LARGE) => "RequestEntityTooLargeException",
+            (Query, StatusCode::PAYLOAD_TOO_LARGE) => "RequestEntityTooLarge",
+            (Json, StatusCode::SERVICE_UNAVAILABLE) => "ServiceUnavailableException",
+            (_, StatusCode::SERVICE_UNAVAILABLE) => "ServiceUnavailable",
+            (S3Xml, s) if s.is_server_error() => "InternalError",
+            (_, s) if s.is_server_error() => "InternalFailure",
+            (S3Xml, _) => "InvalidRequest",
+            (Json, _) => "ValidationException",
+            (Query, _) => "ValidationError",
+        }
+    }
+
+    /// The answer on an AWS route: the same status, in the error format of `protocol`, with the
+    /// reason, the broker's code and the request id in the message an SDK prints. A missing
+    /// identity (407) stays the broker's own answer: its challenge is the proxy's, not the service's.
+    pub fn into_aws_response(self, protocol: AwsErrorProtocol, request_id: &str) -> Response<Body> {
+        if matches!(self, BrokerError::IdentityRequired(_)) {
+            return self.into_response(request_id);
+        }
+        let status = self.status();
+        let code = self.aws_code(protocol);
+        let message = aws_error::message(&self.to_string(), self.code(), request_id);
+        let (body, content_type, request_id_header) = match protocol {
+            AwsErrorProtocol::S3Xml => (aws_error::s3_xml(code, &message, request_id), "application/xml", "x-amz-request-id"),
+            AwsErrorProtocol::Query => (aws_error::query_xml(code, &message, request_id, !status.is_server_error()), "text/xml", "x-amzn-requestid"),
+            AwsErrorProtocol::Json => (aws_error::json_body(code, &message), "application/json", "x-amzn-requestid"),
+        };
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        if protocol == AwsErrorProtocol::Json {
+            headers.insert("x-amzn-errortype", http::HeaderValue::from_static(code));
+        }
+        if let Ok(v) = http::HeaderValue::from_str(request_id) {
+            headers.insert(request_id_header, v.clone());
+            headers.insert(super::REQUEST_ID_HEADER, v);
+        }
+        resp
     }
 
     /// The HTTP answer: status plus a JSON body naming the problem and the request id.

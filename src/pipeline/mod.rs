@@ -3,6 +3,7 @@
 //! credential.
 
 mod aws;
+pub mod aws_error;
 mod credential;
 pub mod error;
 pub mod headers;
@@ -44,7 +45,8 @@ pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Handle one request for a routed target. Never fails: errors become JSON answers.
+/// Handle one request for a routed target. Never fails: errors become JSON answers, or on an AWS
+/// route answers in the error format of the client's protocol.
 pub async fn handle(broker: Arc<Broker>, target: Arc<Target>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let request_id = new_request_id();
     let span =
@@ -52,6 +54,11 @@ pub async fn handle(broker: Arc<Broker>, target: Arc<Target>, req: Request<Incom
     let response = async {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        // Decided before the request is consumed: a refusal is answered in the client's protocol.
+        let aws_protocol = match &target.route.inject {
+            Inject::SigV4(cfg) => aws_error::AwsErrorProtocol::of_request(&target, cfg, req.headers(), req.uri().query()),
+            Inject::Header(_) => None,
+        };
         let result = match broker.identities.for_request(req.extensions(), req.headers()).await {
             Ok(identity) => {
                 tracing::Span::current().record("agent_id", identity.agent_id.as_str()).record("tenant", identity.tenant.as_str());
@@ -71,7 +78,10 @@ pub async fn handle(broker: Arc<Broker>, target: Arc<Target>, req: Request<Incom
             Err(e) => {
                 broker.metrics.request(&target.route.name, e.code());
                 tracing::warn!(%method, host = %target.host, %path, error = %e, code = e.code(), "refused");
-                e.into_response(&request_id)
+                match aws_protocol {
+                    Some(protocol) => e.into_aws_response(protocol, &request_id),
+                    None => e.into_response(&request_id),
+                }
             }
         }
     }
