@@ -135,6 +135,8 @@ pub struct Listeners {
 pub struct TlsConfig {
     pub ca_cert_path: PathBuf,
     pub leaf_ttl: Duration,
+    /// At most this many leaves are cached; the least recently used goes first.
+    pub leaf_cache_max_entries: usize,
     pub upstream_ca_file: Option<PathBuf>,
 }
 

@@ -87,6 +87,8 @@ pub struct RawListeners {
 pub struct RawTls {
     pub ca_cert_path: Option<String>,
     pub leaf_ttl_seconds: Option<u64>,
+    /// Leaf certificates kept (least recently used out first); default 1000.
+    pub leaf_cache_max_entries: Option<usize>,
     pub upstream_ca_file: Option<String>,
 }
 
