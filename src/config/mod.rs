@@ -408,7 +408,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Connections each agent-facing listener holds at once (each its own budget).
     pub max_connections: usize,
+    /// Of those, at most this many from one peer address.
+    pub max_connections_per_peer: usize,
     pub drain_grace: Duration,
 }
 

@@ -346,6 +346,8 @@ pub struct RawLimits {
     pub request_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
+    /// Connections one peer address may hold on one listener; default half of `max_connections`.
+    pub max_connections_per_peer: Option<usize>,
     pub drain_grace_ms: Option<u64>,
 }
 

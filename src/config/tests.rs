@@ -126,3 +126,15 @@ fn the_leaf_cache_size_is_validated() {
     let problems = load(&format!("{MINIMAL}tls: {{leaf_cache_max_entries: 0}}\n")).unwrap_err();
     assert!(problems.iter().any(|p| p.path == "tls.leaf_cache_max_entries"), "{problems:?}");
 }
+
+#[test]
+fn the_per_peer_connection_quota_defaults_to_half_a_listener_and_is_validated() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!((c.limits.max_connections, c.limits.max_connections_per_peer), (1024, 512));
+    let c = load(&format!("{MINIMAL}limits: {{max_connections: 100}}\n")).unwrap();
+    assert_eq!(c.limits.max_connections_per_peer, 50);
+    for bad in ["{max_connections: 100, max_connections_per_peer: 101}", "{max_connections_per_peer: 0}"] {
+        let problems = load(&format!("{MINIMAL}limits: {bad}\n")).unwrap_err();
+        assert!(problems.iter().any(|p| p.path == "limits.max_connections_per_peer" && p.message.contains("between 1 and")), "{bad}: {problems:?}");
+    }
+}

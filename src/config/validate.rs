@@ -243,6 +243,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         request_timeout: ms(l.request_timeout_ms, 60_000),
         idle_timeout: ms(l.idle_timeout_ms, 300_000),
         max_connections: l.max_connections.unwrap_or(1024),
+        // Half by default: with peers on several addresses, one can never take a whole listener.
+        max_connections_per_peer: l.max_connections_per_peer.unwrap_or((l.max_connections.unwrap_or(1024) / 2).max(1)),
         drain_grace: ms(l.drain_grace_ms, 10_000),
     };
     if limits.max_header_bytes < 8192 {
@@ -250,6 +252,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
     }
     if limits.max_connections == 0 {
         p.add("limits.max_connections", "must be at least 1");
+    }
+    if limits.max_connections_per_peer == 0 || limits.max_connections_per_peer > limits.max_connections {
+        p.add("limits.max_connections_per_peer", format!("must be between 1 and limits.max_connections ({})", limits.max_connections));
     }
 
     let logging = LoggingConfig {

@@ -9,7 +9,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{intercept, serve_connection, Drain};
+use super::{budget, intercept, serve_connection, Drain};
 use crate::broker::Broker;
 use crate::identity::ConnectionIdentity;
 use crate::pipeline::upstream::forward_plain;
@@ -38,7 +38,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (b, d, inner_builder) = (broker.clone(), drain.clone(), builder.clone());
-    serve_connection(builder, io, &drain, move |mut req| {
+    serve_connection(builder, io, &drain, &broker.refusals, move |mut req| {
         let (b, d, ib) = (b.clone(), d.clone(), inner_builder.clone());
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
@@ -82,12 +82,12 @@ async fn connect(
     };
     if let Some(route) = broker.config.route_for_host(&host) {
         let target = Arc::new(Target { scheme: "https", host, port, base_path: String::new(), route: Arc::new(route.clone()) });
-        tokio::spawn(intercept::intercept(broker.clone(), builder, drain, target, identity, hyper::upgrade::on(req)));
+        tokio::spawn(budget::carry(intercept::intercept(broker.clone(), builder, drain, target, identity, hyper::upgrade::on(req))));
         return established();
     }
     if broker.config.is_passthrough(&host) {
         tracing::info!(%host, port, "tunnelling passthrough host without credentials");
-        tokio::spawn(intercept::tunnel(host, port, hyper::upgrade::on(req)));
+        tokio::spawn(budget::carry_busy(intercept::tunnel(host, port, hyper::upgrade::on(req))));
         return established();
     }
     refuse(BrokerError::Unrouted(host))

@@ -62,7 +62,7 @@ async fn serve_intercepted<I>(
         Ok(Err(e)) => return tracing::warn!(host = %target.host, error = %e, "agent TLS handshake failed (does it trust the broker CA?)"),
         Err(_) => return tracing::warn!(host = %target.host, "agent TLS handshake timed out"),
     };
-    serve_connection(builder, tls, &drain, move |mut req| {
+    serve_connection(builder, tls, &drain, &broker.refusals.clone(), move |mut req| {
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
         }

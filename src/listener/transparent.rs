@@ -244,7 +244,7 @@ async fn http(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, d
         return splice(io, host, original.port()).await;
     }
     let port = original.port();
-    serve_connection(builder, io, &drain, move |req| {
+    serve_connection(builder, io, &drain, &broker.refusals.clone(), move |req| {
         let broker = broker.clone();
         async move { Ok(cleartext_request(broker, port, req).await) }
     })
