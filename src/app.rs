@@ -8,11 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::listener::{self, accept_loop, endpoint, forward, health, transparent, Drain};
+use crate::listener::{self, accept_loop, endpoint, forward, health, transparent, ConnectionBudget, Drain};
 
 /// The addresses actually bound (useful with port 0), written to `--addresses-file`.
 #[derive(Debug, Serialize)]
@@ -43,7 +42,9 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
     let broker = Broker::build(config).await?;
     let config = broker.config.clone();
     let drain = Drain::new();
-    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    // Each agent-facing listener has its own budget (limits.max_connections, at most
+    // limits.max_connections_per_peer from one address): a flood of one cannot starve another.
+    let budget = |name: &str| ConnectionBudget::new(name, config.limits.max_connections, config.limits.max_connections_per_peer);
     let proxy_builder = Arc::new(listener::server_builder(&config.limits, true));
     let endpoint_builder = Arc::new(listener::server_builder(&config.limits, false));
     let mut tasks = Vec::new();
@@ -61,7 +62,9 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         let l = bind(addr, "proxy").await?;
         bound.proxy = Some(l.local_addr()?);
         let (b, d, builder) = (broker.clone(), drain.clone(), proxy_builder.clone());
-        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "proxy", move |stream, _| forward::serve(b.clone(), builder.clone(), d.clone(), stream))));
+        tasks.push(tokio::spawn(accept_loop(l, budget("proxy"), broker.refusals.clone(), move |stream, _| {
+            forward::serve(b.clone(), builder.clone(), d.clone(), stream)
+        })));
     }
     // One cancel-key set per database, shared by its own listener and the transparent listener.
     let databases: Arc<[transparent::PostgresTarget]> =
@@ -70,7 +73,7 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         let l = bind(addr, "transparent").await?;
         bound.transparent = Some(l.local_addr()?);
         let (b, d, builder, dbs) = (broker.clone(), drain.clone(), proxy_builder.clone(), databases.clone());
-        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "transparent", move |stream, peer| {
+        tasks.push(tokio::spawn(accept_loop(l, budget("transparent"), broker.refusals.clone(), move |stream, peer| {
             transparent::serve(b.clone(), builder.clone(), d.clone(), dbs.clone(), stream, peer)
         })));
     }
@@ -79,9 +82,9 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         bound.health = Some(l.local_addr()?);
         let (b, d, builder) = (broker.clone(), drain.clone(), endpoint_builder.clone());
         // Like the admin port: its own budget, so agents cannot starve the kubelet's probes.
-        tasks.push(tokio::spawn(accept_loop(l, Arc::new(Semaphore::new(16)), "health", move |stream, _| {
+        tasks.push(tokio::spawn(accept_loop(l, ConnectionBudget::new("health", 16, 16), broker.refusals.clone(), move |stream, _| {
             let (b, d, builder) = (b.clone(), d.clone(), builder.clone());
-            async move { listener::serve_connection(builder, stream, &d, move |req| health::handle(b.clone(), req)).await }
+            async move { listener::serve_connection(builder, stream, &d, &b.refusals.clone(), move |req| health::handle(b.clone(), req)).await }
         })));
     }
     for route in &config.routes {
@@ -90,7 +93,7 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         let l = bind(ep.listen, &format!("endpoint {}", route.name)).await?;
         bound.endpoints.insert(route.name.clone(), l.local_addr()?);
         let (b, d, builder, target) = (broker.clone(), drain.clone(), endpoint_builder.clone(), Arc::new(target));
-        tasks.push(tokio::spawn(accept_loop(l, connections.clone(), "endpoint", move |stream, _| {
+        tasks.push(tokio::spawn(accept_loop(l, budget(&format!("endpoint:{}", route.name)), broker.refusals.clone(), move |stream, _| {
             endpoint::serve(b.clone(), builder.clone(), d.clone(), target.clone(), stream)
         })));
     }
@@ -98,16 +101,18 @@ pub async fn run(config: Config, addresses_file: Option<&Path>) -> anyhow::Resul
         let db = &target.db;
         let l = bind(db.listen, &format!("database {}", db.name)).await?;
         bound.databases.insert(db.name.clone(), l.local_addr()?);
-        tasks.push(tokio::spawn(crate::postgres::serve(l, broker.clone(), db.clone(), target.keys.clone(), connections.clone())));
+        tasks.push(tokio::spawn(crate::postgres::serve(l, broker.clone(), db.clone(), target.keys.clone(), budget(&format!("database:{}", db.name)))));
     }
     if let Some(addr) = config.listeners.admin {
         let l = bind(addr, "admin").await?;
         bound.admin = Some(l.local_addr()?);
         let (b, d, builder) = (broker.clone(), drain.clone(), endpoint_builder.clone());
         // The admin port gets its own small connection budget so agents cannot starve probes.
-        tasks.push(tokio::spawn(accept_loop(l, Arc::new(Semaphore::new(64)), "admin", move |stream, peer| {
+        tasks.push(tokio::spawn(accept_loop(l, ConnectionBudget::new("admin", 64, 64), broker.refusals.clone(), move |stream, peer| {
             let (b, d, builder) = (b.clone(), d.clone(), builder.clone());
-            async move { listener::serve_connection(builder, stream, &d, move |req| crate::admin::handle(b.clone(), Some(peer.ip()), req)).await }
+            async move {
+                listener::serve_connection(builder, stream, &d, &b.refusals.clone(), move |req| crate::admin::handle(b.clone(), Some(peer.ip()), req)).await
+            }
         })));
     }
     tasks.push(crate::policy::spawn_reloader(broker.policy.clone(), config.policy.reload_interval));

@@ -64,7 +64,7 @@ impl Broker {
         let mut permitted: Vec<String> = config.routes.iter().flat_map(|r| r.hosts.iter().map(|h| h.dns_subtree().to_string())).collect();
         permitted.sort();
         permitted.dedup();
-        let ca = CertificateAuthority::generate(&permitted, config.tls.leaf_ttl)?;
+        let ca = CertificateAuthority::generate_with_cache(&permitted, config.tls.leaf_ttl, config.tls.leaf_cache_max_entries)?;
         ca.write_cert(&config.tls.ca_cert_path)?;
         let policy = Arc::new(PolicyEngine::load(&config.policy.file, &config.policy.query)?);
         let tls = client_tls_config(config.tls.upstream_ca_file.as_deref())?;

@@ -143,6 +143,8 @@ pub struct Listeners {
 pub struct TlsConfig {
     pub ca_cert_path: PathBuf,
     pub leaf_ttl: Duration,
+    /// At most this many leaves are cached; the least recently used goes first.
+    pub leaf_cache_max_entries: usize,
     pub upstream_ca_file: Option<PathBuf>,
 }
 
@@ -417,7 +419,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Resolving and dialling a passthrough destination (CONNECT tunnels, transparent splices).
     pub connect_timeout: Duration,
+    /// Connections each agent-facing listener holds at once (each its own budget).
     pub max_connections: usize,
+    /// Of those, at most this many from one peer address.
+    pub max_connections_per_peer: usize,
     pub drain_grace: Duration,
 }
 

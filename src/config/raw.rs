@@ -126,6 +126,8 @@ pub struct RawListeners {
 pub struct RawTls {
     pub ca_cert_path: Option<String>,
     pub leaf_ttl_seconds: Option<u64>,
+    /// Leaf certificates kept (least recently used out first); default 1000.
+    pub leaf_cache_max_entries: Option<usize>,
     pub upstream_ca_file: Option<String>,
 }
 
@@ -384,6 +386,8 @@ pub struct RawLimits {
     pub idle_timeout_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
+    /// Connections one peer address may hold on one listener; default half of `max_connections`.
+    pub max_connections_per_peer: Option<usize>,
     pub drain_grace_ms: Option<u64>,
 }
 

@@ -121,6 +121,31 @@ fn an_endpoint_base_path_must_be_canonical_as_written() {
 }
 
 #[test]
+fn ip_route_hosts_match_the_address_in_any_spelling() {
+    let c = load(&MINIMAL.replace(r#""*.svc.example.test"]"#, r#""*.svc.example.test", "127.0.0.1", "[0:0::1]"]"#)).unwrap();
+    assert!(c.route_for_host("127.0.0.1").is_some());
+    assert!(c.route_for_host("::1").is_some());
+    assert!(c.route_for_host("[::1]").is_some());
+    assert!(c.route_for_host("127.0.0.2").is_none());
+    assert_eq!(c.routes[0].hosts[3].dns_subtree(), "::1", "the CA gets the canonical address");
+}
+
+#[test]
+fn host_patterns_that_no_certificate_could_serve_are_refused_with_their_path() {
+    for (host, expected) in [
+        ("*.0.0.1", "a wildcard cannot match IP addresses"),
+        ("*.168.1.10", "a wildcard cannot match IP addresses"),
+        ("10.1.2", "ends in a number"),
+        ("host.0x7f", "ends in a number"),
+        ("10.0.0.*", "is not a host name"),
+    ] {
+        let problems = load(&MINIMAL.replace("\"api.example.test\"", &format!("{host:?}"))).unwrap_err();
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(text.iter().any(|t| t.starts_with("routes[0].hosts[0]: ") && t.contains(expected)), "{host}: {text:?}");
+    }
+}
+
+#[test]
 fn passthrough_hosts_are_patterns_or_maps_with_a_per_host_opt_in() {
     let yaml =
         format!("{MINIMAL}passthrough_hosts:\n  - pypi.org\n  - {{host: localhost, allow_internal_addresses: true}}\n  - {{host: \"*.internal.test\"}}\n");
@@ -145,4 +170,26 @@ fn passthrough_entry_problems_name_their_key_path() {
 
     let zero = format!("{MINIMAL}limits: {{connect_timeout_ms: 0}}\n");
     assert_eq!(load(&zero).unwrap_err()[0].to_string(), "limits.connect_timeout_ms: must be at least 1");
+}
+
+#[test]
+fn the_leaf_cache_size_is_validated() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.tls.leaf_cache_max_entries, 1000);
+    let c = load(&format!("{MINIMAL}tls: {{leaf_cache_max_entries: 50}}\n")).unwrap();
+    assert_eq!(c.tls.leaf_cache_max_entries, 50);
+    let problems = load(&format!("{MINIMAL}tls: {{leaf_cache_max_entries: 0}}\n")).unwrap_err();
+    assert!(problems.iter().any(|p| p.path == "tls.leaf_cache_max_entries"), "{problems:?}");
+}
+
+#[test]
+fn the_per_peer_connection_quota_defaults_to_half_a_listener_and_is_validated() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!((c.limits.max_connections, c.limits.max_connections_per_peer), (1024, 512));
+    let c = load(&format!("{MINIMAL}limits: {{max_connections: 100}}\n")).unwrap();
+    assert_eq!(c.limits.max_connections_per_peer, 50);
+    for bad in ["{max_connections: 100, max_connections_per_peer: 101}", "{max_connections_per_peer: 0}"] {
+        let problems = load(&format!("{MINIMAL}limits: {bad}\n")).unwrap_err();
+        assert!(problems.iter().any(|p| p.path == "limits.max_connections_per_peer" && p.message.contains("between 1 and")), "{bad}: {problems:?}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Raw config → validated [`Config`], collecting every problem with its key path.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,25 +14,44 @@ mod postgres_native;
 mod postgres_tls;
 mod vault;
 
-/// A host name pattern: `api.example.com` or `*.example.com` (any subdomain, not the apex).
+/// A host name pattern: `api.example.com`, `*.example.com` (any subdomain, not the apex), or an
+/// IP address (`127.0.0.1`, `::1`), which matches exactly that address in any spelling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     pattern: String,
+    ip: Option<IpAddr>,
 }
 
 impl HostPattern {
     pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.trim().to_ascii_lowercase();
+        if let Some(ip) = parse_ip(&lower) {
+            return Ok(HostPattern { pattern: ip.to_string(), ip: Some(ip) });
+        }
         let name = lower.strip_prefix("*.").unwrap_or(&lower);
         let valid = !name.is_empty()
             && name.split('.').all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         if !valid {
-            return Err(format!("{s:?} is not a host name or *.domain pattern"));
+            return Err(format!("{s:?} is not a host name, *.domain pattern or IP address"));
         }
-        Ok(HostPattern { pattern: lower })
+        // Clients (URL parsers, curl, browsers) read a name whose last label is a number as an
+        // IP address, and a certificate can name an address only exactly: such a pattern could
+        // never be served by a leaf, so it is refused here rather than failing per connection.
+        if name.rsplit('.').next().is_some_and(is_numeric_label) {
+            let why = if lower.starts_with("*.") {
+                "a wildcard cannot match IP addresses (a certificate names an IP address only exactly); list each address"
+            } else {
+                "ends in a number, so clients read it as an IP address, but it is not one; write the address as a.b.c.d"
+            };
+            return Err(format!("{s:?}: {why}"));
+        }
+        Ok(HostPattern { pattern: lower, ip: None })
     }
 
     pub fn matches(&self, host: &str) -> bool {
+        if let Some(ip) = self.ip {
+            return parse_ip(host).is_some_and(|h| h == ip);
+        }
         let host = host.trim_end_matches('.');
         match self.pattern.strip_prefix("*.") {
             Some(suffix) => {
@@ -44,7 +63,8 @@ impl HostPattern {
         }
     }
 
-    /// The DNS subtree this pattern lives in, for X.509 name constraints.
+    /// The DNS subtree this pattern lives in, for X.509 name constraints (the address itself,
+    /// canonical, for an IP pattern).
     pub fn dns_subtree(&self) -> &str {
         self.pattern.strip_prefix("*.").unwrap_or(&self.pattern)
     }
@@ -52,6 +72,17 @@ impl HostPattern {
     pub fn as_str(&self) -> &str {
         &self.pattern
     }
+}
+
+/// An IP literal, bracketed or not (`[::1]`, `::1`, `127.0.0.1`).
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(s).parse().ok()
+}
+
+/// A label that URL parsers take as a number: decimal digits, or `0x` and hex digits.
+fn is_numeric_label(label: &str) -> bool {
+    let hex = label.strip_prefix("0x").map(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
+    hex.unwrap_or_else(|| !label.is_empty() && label.chars().all(|c| c.is_ascii_digit()))
 }
 
 struct Problems(Vec<ConfigProblem>);
@@ -159,10 +190,14 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
     let tls = TlsConfig {
         ca_cert_path: resolve_path(base, raw.tls.ca_cert_path.as_deref().unwrap_or("/var/run/credential-broker/ca.crt")),
         leaf_ttl: Duration::from_secs(raw.tls.leaf_ttl_seconds.unwrap_or(3600)),
+        leaf_cache_max_entries: raw.tls.leaf_cache_max_entries.unwrap_or(crate::tls::ca::DEFAULT_LEAF_CACHE_ENTRIES),
         upstream_ca_file: raw.tls.upstream_ca_file.as_deref().map(|f| resolve_path(base, f)),
     };
     if !(300..=86_400).contains(&tls.leaf_ttl.as_secs()) {
         p.add("tls.leaf_ttl_seconds", "must be between 300 and 86400");
+    }
+    if !(1..=100_000).contains(&tls.leaf_cache_max_entries) {
+        p.add("tls.leaf_cache_max_entries", "must be between 1 and 100000 (each cached leaf costs memory; an evicted host is minted a new leaf)");
     }
     if let Some(f) = &tls.upstream_ca_file {
         if !f.is_file() {
@@ -235,6 +270,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
         idle_timeout: ms(l.idle_timeout_ms, 300_000),
         connect_timeout: ms(l.connect_timeout_ms, 10_000),
         max_connections: l.max_connections.unwrap_or(1024),
+        // Half by default: with peers on several addresses, one can never take a whole listener.
+        max_connections_per_peer: l.max_connections_per_peer.unwrap_or((l.max_connections.unwrap_or(1024) / 2).max(1)),
         drain_grace: ms(l.drain_grace_ms, 10_000),
     };
     if limits.max_header_bytes < 8192 {
@@ -247,6 +284,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigProblem
     }
     if limits.max_connections == 0 {
         p.add("limits.max_connections", "must be at least 1");
+    }
+    if limits.max_connections_per_peer == 0 || limits.max_connections_per_peer > limits.max_connections {
+        p.add("limits.max_connections_per_peer", format!("must be between 1 and limits.max_connections ({})", limits.max_connections));
     }
 
     let logging = LoggingConfig {

@@ -26,5 +26,5 @@ pub fn endpoint_target(route: &Route) -> Option<Target> {
 }
 
 pub async fn serve(broker: Arc<Broker>, builder: Arc<auto::Builder<TokioExecutor>>, drain: Drain, target: Arc<Target>, stream: TcpStream) {
-    serve_connection(builder, stream, &drain, move |req| pipeline::handle(broker.clone(), target.clone(), req)).await;
+    serve_connection(builder, stream, &drain, &broker.refusals.clone(), move |req| pipeline::handle(broker.clone(), target.clone(), req)).await;
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::refuse::Refuser;
-use super::{intercept, passthrough, serve_connection, Drain};
+use super::{budget, intercept, passthrough, serve_connection, Drain};
 use crate::broker::Broker;
 use crate::identity::ConnectionIdentity;
 use crate::pipeline::{self, new_request_id, BrokerError, Target};
@@ -51,7 +51,7 @@ async fn serve_io<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (b, d, inner_builder) = (broker.clone(), drain.clone(), builder.clone());
-    serve_connection(builder, io, &drain, move |mut req| {
+    serve_connection(builder, io, &drain, &broker.refusals, move |mut req| {
         let (b, d, ib) = (b.clone(), d.clone(), inner_builder.clone());
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
@@ -106,7 +106,7 @@ async fn connect(
     let target = format!("{host}:{port}");
     if let Some(route) = broker.config.route_for_host(&host) {
         let target = Arc::new(Target { scheme: "https", host, port, base_path: String::new(), route: Arc::new(route.clone()) });
-        tokio::spawn(intercept::intercept(broker.clone(), builder, drain, target, identity.clone(), hyper::upgrade::on(req)));
+        tokio::spawn(budget::carry(intercept::intercept(broker.clone(), builder, drain, target, identity.clone(), hyper::upgrade::on(req))));
         return established();
     }
     let Some(access) = broker.config.passthrough(&host) else {
@@ -118,7 +118,9 @@ async fn connect(
         Ok(upstream) => {
             tracing::info!(%host, port, "tunnelling passthrough host without credentials");
             // Tracked like upgraded connections: shutdown waits for it within the grace period.
-            if !broker.tunnels.spawn(passthrough::tunnel(hyper::upgrade::on(req), upstream, host, port, broker.config.limits.idle_timeout)) {
+            // A passthrough tunnel holds its connection's budget slot, busy, for its whole life.
+            if !broker.tunnels.spawn(budget::carry_busy(passthrough::tunnel(hyper::upgrade::on(req), upstream, host, port, broker.config.limits.idle_timeout)))
+            {
                 return refuser
                     .answer(Some(&target), BrokerError::Upstream { host: target.clone(), reason: "the broker is shutting down; no new tunnels".into() });
             }

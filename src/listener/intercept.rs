@@ -60,14 +60,34 @@ async fn serve_intercepted<I>(
     let handshake = TlsAcceptor::from(config).accept(io);
     let tls = match tokio::time::timeout(broker.config.limits.header_read_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return tracing::warn!(host = %target.host, error = %e, "agent TLS handshake failed (does it trust the broker CA?)"),
-        Err(_) => return tracing::warn!(host = %target.host, "agent TLS handshake timed out"),
+        // An agent can fail handshakes at will: audited and logged through the rate-limited
+        // refusal auditor rather than a log line each.
+        Ok(Err(e)) => {
+            return refuse_handshake(
+                &broker,
+                &target.host,
+                "agent_tls_handshake_failed",
+                &format!("agent TLS handshake failed (does it trust the broker CA?): {e}"),
+            )
+        }
+        Err(_) => return refuse_handshake(&broker, &target.host, "agent_tls_handshake_timeout", "agent TLS handshake timed out"),
     };
-    serve_connection(builder, tls, &drain, move |mut req| {
+    serve_connection(builder, tls, &drain, &broker.refusals.clone(), move |mut req| {
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
         }
         pipeline::handle(broker.clone(), target.clone(), req)
     })
     .await;
+}
+
+/// Record a failed or timed-out agent TLS handshake with the connection's listener and peer.
+fn refuse_handshake(broker: &Broker, host: &str, code: &'static str, reason: &str) {
+    let ctx = super::budget::current();
+    let listener = ctx.as_ref().map_or("proxy", |c| &*c.listener);
+    let request_id = crate::pipeline::new_request_id();
+    let mut refusal = crate::audit::Refusal::new(code, listener, &request_id, reason);
+    refusal.peer = ctx.as_ref().and_then(|c| c.peer).map(|p| p.ip());
+    refusal.target = Some(host);
+    broker.refusals.record(refusal);
 }

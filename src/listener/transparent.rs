@@ -312,13 +312,13 @@ async fn http(
         };
         // Each request on the connection gets the answer (and, for a refusal, its audit record).
         let target = format!("{host}:{port}");
-        return serve_connection(builder, io, &drain, move |_req| {
+        return serve_connection(builder, io, &drain, &broker.refusals.clone(), move |_req| {
             let (broker, target, failure) = (broker.clone(), target.clone(), failure.clone());
             async move { Ok(Refuser { broker: &broker, listener: LISTENER, peer: Some(peer.ip()), agent: None }.answer(Some(&target), failure)) }
         })
         .await;
     }
-    serve_connection(builder, io, &drain, move |req| {
+    serve_connection(builder, io, &drain, &broker.refusals.clone(), move |req| {
         let broker = broker.clone();
         async move { Ok(cleartext_request(broker, port, peer, req).await) }
     })
@@ -373,7 +373,8 @@ async fn postgres(broker: Arc<Broker>, databases: &[PostgresTarget], io: Rewind<
 async fn splice(broker: &Broker, io: Rewind<TcpStream>, upstream: TcpStream, host: String, port: u16) {
     tracing::info!(%host, port, "transparent: tunnelling passthrough host without credentials");
     let idle = broker.config.limits.idle_timeout;
-    broker.tunnels.spawn(async move { passthrough::log_end(&host, port, copy_bidirectional_idle(io, upstream, idle).await) });
+    // Holds the connection's budget slot, busy, for its whole life, like a CONNECT tunnel.
+    broker.tunnels.spawn(super::budget::carry_busy(async move { passthrough::log_end(&host, port, copy_bidirectional_idle(io, upstream, idle).await) }));
 }
 
 #[cfg(test)]

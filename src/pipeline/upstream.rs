@@ -69,7 +69,8 @@ pub(super) async fn send(
         // Tracked, so shutdown waits for it within the grace period and then closes it.
         // Closed when nothing moves either way for limits.idle_timeout, like a CONNECT tunnel.
         let idle = broker.config.limits.idle_timeout;
-        let tracked = broker.tunnels.spawn(async move {
+        // It keeps the agent connection's budget slot (busy) for as long as it is open.
+        let tracked = broker.tunnels.spawn(crate::listener::budget::carry_busy(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
                     let end = crate::listener::tunnel::copy_bidirectional_idle(TokioIo::new(client), TokioIo::new(upstream), idle).await;
@@ -77,7 +78,7 @@ pub(super) async fn send(
                 }
                 Err(e) => tracing::warn!(error = %e, "protocol upgrade failed"),
             }
-        });
+        }));
         if !tracked {
             return Err(BrokerError::Upstream { host: target.host.clone(), reason: "the broker is shutting down; no new upgraded connections".into() });
         }

@@ -13,7 +13,6 @@ pub mod wire;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub use crate::config::DatabaseConfig as DatabaseListener;
 
@@ -21,7 +20,9 @@ use crate::broker::Broker;
 
 /// Accept agent connections on `listener` for `db` until the task is dropped. `keys` are shared
 /// with the transparent listener's sessions for the same database, so a cancel works either way.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, connections: Arc<Semaphore>) {
+/// `budget` is the listener's own (a connection is waiting, and may be evicted, until its agent
+/// has identified itself: see [`crate::listener::budget`]).
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, db: Arc<DatabaseListener>, keys: CancelKeys, budget: crate::listener::ConnectionBudget) {
     if db.tls.sslmode == crate::config::SslMode::Disable && !tls::is_loopback_host(&db.upstream_host) {
         tracing::warn!(
             database = %db.name,
@@ -29,7 +30,8 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, db: Arc<DatabaseL
             "sslmode is disable for a database that is not on loopback: its sessions, and the password of each minted user, cross the network in cleartext"
         );
     }
-    crate::listener::accept_loop(listener, connections, "postgres", move |stream, _| session::serve(broker.clone(), db.clone(), keys.clone(), stream)).await
+    let refusals = broker.refusals.clone();
+    crate::listener::accept_loop(listener, budget, refusals, move |stream, _| session::serve(broker.clone(), db.clone(), keys.clone(), stream)).await
 }
 
 /// The `BackendKeyData` (process id and secret key, 8 bytes) of every live session of one

@@ -363,6 +363,8 @@ async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     let params = startup.parameters().map_err(|e| e.to_string())?;
     // Who is asking is settled first: no identity, no mint and no upstream connection.
     let (identity, proof_expiry) = identify(broker, db, agent, session_id, proof, deadline).await?;
+    // Identified: no longer a half-open connection the listener may close to make room.
+    crate::listener::budget::establish_current();
     if let Some((_, asked)) = params.iter().find(|(k, _)| k == "database") {
         if asked != &db.database {
             return Err(format!("this listener serves database {:?} only, not {asked:?}", db.database).into());

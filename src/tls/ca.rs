@@ -1,15 +1,21 @@
 //! The per-pod CA: generated at start, its private key only ever in memory, name-constrained to
 //! the hosts the broker intercepts. Leaves are ECDSA P-256 with a fresh key per host, short-lived
 //! and cached; concurrent first connections to a host mint one leaf.
+//!
+//! The cache is bounded by entries (least recently used first out): a wildcard route lets an
+//! agent name any number of hosts (`x1.s3.amazonaws.com`, `x2.…`), and an unbounded map grew the
+//! broker by gigabytes under such a flood. An evicted host just gets a fresh leaf next time.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use lru::LruCache;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    NameConstraints, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, NameConstraints, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -17,6 +23,9 @@ use tokio::sync::OnceCell;
 
 /// Leaves start a little in the past so a client whose clock is slightly behind accepts them.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
+
+/// Leaves kept when the config does not say (`tls.leaf_cache_max_entries`).
+pub const DEFAULT_LEAF_CACHE_ENTRIES: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -38,13 +47,21 @@ pub struct CertificateAuthority {
     cert_der: CertificateDer<'static>,
     cert_pem: String,
     leaf_ttl: Duration,
-    leaves: Mutex<HashMap<String, Arc<OnceCell<Leaf>>>>,
+    /// One cell per host: the first caller mints, concurrent callers wait for that same leaf.
+    leaves: Mutex<LruCache<String, Arc<OnceCell<Leaf>>>>,
 }
 
 impl CertificateAuthority {
-    /// A new CA whose certificates are only valid for names under `permitted_dns` (RFC 5280 name
-    /// constraints): if its key ever leaked it could not impersonate any other site.
-    pub fn generate(permitted_dns: &[String], leaf_ttl: Duration) -> Result<Self, CaError> {
+    /// A new CA whose certificates are only valid for names under `permitted` (RFC 5280 name
+    /// constraints): if its key ever leaked it could not impersonate any other site. An entry
+    /// that is an IP address permits exactly that address; with none of a family, the whole
+    /// family is excluded, so the CA can never vouch for an IP address no route names.
+    pub fn generate(permitted: &[String], leaf_ttl: Duration) -> Result<Self, CaError> {
+        Self::generate_with_cache(permitted, leaf_ttl, DEFAULT_LEAF_CACHE_ENTRIES)
+    }
+
+    /// [`CertificateAuthority::generate`], keeping at most `leaf_cache_max_entries` leaves.
+    pub fn generate_with_cache(permitted: &[String], leaf_ttl: Duration, leaf_cache_max_entries: usize) -> Result<Self, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -57,19 +74,15 @@ impl CertificateAuthority {
         params.not_before = (now - CLOCK_SKEW_ALLOWANCE).into();
         params.not_after = (now + Duration::from_secs(30 * 24 * 3600)).into();
         params.serial_number = Some(random_serial());
-        let mut subtrees: Vec<GeneralSubtree> = permitted_dns.iter().map(|d| GeneralSubtree::DnsName(d.clone())).collect();
-        if subtrees.is_empty() {
-            // With nothing to intercept the CA must still not be a wildcard CA.
-            subtrees.push(GeneralSubtree::DnsName("invalid".into()));
-        }
-        params.name_constraints = Some(NameConstraints { permitted_subtrees: subtrees, excluded_subtrees: vec![] });
+        params.name_constraints = Some(name_constraints(permitted));
         let cert = params.self_signed(&key)?;
+        let capacity = NonZeroUsize::new(leaf_cache_max_entries).unwrap_or(NonZeroUsize::MIN);
         Ok(CertificateAuthority {
             cert_der: cert.der().clone(),
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
             leaf_ttl,
-            leaves: Mutex::new(HashMap::new()),
+            leaves: Mutex::new(LruCache::new(capacity)),
         })
     }
 
@@ -92,17 +105,26 @@ impl CertificateAuthority {
     /// A TLS server config presenting a leaf for `host`, minted on first use and cached until
     /// near its expiry.
     pub async fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
-        let host = host.to_ascii_lowercase();
+        let host = canonical_host(host);
         let cell = {
             let mut leaves = self.leaves.lock().unwrap_or_else(|e| e.into_inner());
-            let stale = leaves.get(&host).and_then(|c| c.get()).is_some_and(|l| SystemTime::now() >= l.refresh_at);
-            if stale {
-                leaves.remove(&host);
+            let fresh = leaves.get(&host).filter(|c| c.get().is_none_or(|l| SystemTime::now() < l.refresh_at)).cloned();
+            match fresh {
+                Some(cell) => cell,
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    leaves.put(host.clone(), cell.clone());
+                    cell
+                }
             }
-            leaves.entry(host.clone()).or_default().clone()
         };
         let leaf = cell.get_or_try_init(|| async { self.mint_leaf(&host) }).await?;
         Ok(leaf.config.clone())
+    }
+
+    /// How many leaves the cache holds now (tests, metrics).
+    pub fn cached_leaves(&self) -> usize {
+        self.leaves.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn mint_leaf(&self, host: &str) -> Result<Leaf, CaError> {
@@ -121,10 +143,21 @@ impl CertificateAuthority {
     fn sign_leaf(&self, host: &str) -> Result<(CertificateDer<'static>, KeyPair), CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![SanType::DnsName(host.try_into()?)];
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, host);
-        params.distinguished_name = dn;
+        match host.parse::<IpAddr>() {
+            // Clients match an IP literal against IP SANs only ("DNS:127.0.0.1" is refused). No
+            // CN either: some verifiers check a CN that looks like a DNS name against the DNS
+            // constraints, and an empty subject makes the SAN extension critical, as RFC 5280 asks.
+            Ok(ip) => {
+                params.subject_alt_names = vec![SanType::IpAddress(ip)];
+                params.distinguished_name = DistinguishedName::new();
+            }
+            Err(_) => {
+                params.subject_alt_names = vec![SanType::DnsName(host.try_into()?)];
+                let mut dn = DistinguishedName::new();
+                dn.push(DnType::CommonName, host);
+                params.distinguished_name = dn;
+            }
+        }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -137,6 +170,46 @@ impl CertificateAuthority {
     }
 }
 
+/// Lowercase names; IP literals in their one canonical form (`::1`, not `0:0::1`), so one
+/// address is one cache entry and one SAN.
+fn canonical_host(host: &str) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
+}
+
+/// DNS subtrees for names, exact-address iPAddress subtrees for IP literals, and an exclusion of
+/// every address of a family no route names (without one, an iPAddress SAN would be unconstrained).
+fn name_constraints(permitted: &[String]) -> NameConstraints {
+    let mut permitted_subtrees = Vec::new();
+    let (mut v4, mut v6) = (false, false);
+    for entry in permitted {
+        match canonical_host(entry).parse::<IpAddr>() {
+            Ok(ip) => {
+                v4 |= ip.is_ipv4();
+                v6 |= ip.is_ipv6();
+                let prefix = if ip.is_ipv4() { 32 } else { 128 };
+                permitted_subtrees.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, prefix)));
+            }
+            Err(_) => permitted_subtrees.push(GeneralSubtree::DnsName(entry.clone())),
+        }
+    }
+    if !permitted_subtrees.iter().any(|s| matches!(s, GeneralSubtree::DnsName(_))) {
+        // With no name to intercept the CA must still not be a wildcard CA for DNS names.
+        permitted_subtrees.push(GeneralSubtree::DnsName("invalid".into()));
+    }
+    let mut excluded_subtrees = Vec::new();
+    if !v4 {
+        excluded_subtrees.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(IpAddr::from([0u8; 4]), 0)));
+    }
+    if !v6 {
+        excluded_subtrees.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(IpAddr::from([0u8; 16]), 0)));
+    }
+    NameConstraints { permitted_subtrees, excluded_subtrees }
+}
+
 fn random_serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::random();
     bytes[0] &= 0x7f; // keep it positive in DER
@@ -144,43 +217,4 @@ fn random_serial() -> SerialNumber {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn one_leaf_per_host_shared_by_concurrent_callers() {
-        let ca = Arc::new(CertificateAuthority::generate(&["example.test".into()], Duration::from_secs(3600)).unwrap());
-        let mut tasks = Vec::new();
-        for _ in 0..20 {
-            let ca = ca.clone();
-            tasks.push(tokio::spawn(async move { ca.server_config("api.example.test").await.unwrap() }));
-        }
-        let first = tasks.remove(0).await.unwrap();
-        for t in tasks {
-            assert!(Arc::ptr_eq(&first, &t.await.unwrap()));
-        }
-        let other = ca.server_config("b.example.test").await.unwrap();
-        assert!(!Arc::ptr_eq(&first, &other));
-        assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
-    }
-
-    /// The name constraints are what make trusting this CA safe: a standard verifier (webpki, as
-    /// rustls and most clients use) rejects any certificate it signs for a host outside them.
-    #[test]
-    fn certificates_outside_the_routed_names_do_not_verify() {
-        let ca = CertificateAuthority::generate(&["example.test".into()], Duration::from_secs(3600)).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.cert_der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-        use rustls::client::danger::ServerCertVerifier as _;
-        let verify = |host: &str| {
-            let (leaf, _) = ca.sign_leaf(host).unwrap();
-            let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
-            verifier.verify_server_cert(&leaf, &[], &name, &[], rustls::pki_types::UnixTime::now())
-        };
-        assert!(verify("api.example.test").is_ok());
-        let err = verify("www.bank.test").unwrap_err();
-        assert!(format!("{err:?}").contains("NameConstraint"), "{err:?}");
-    }
-}
+mod tests;
