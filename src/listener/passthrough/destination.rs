@@ -10,6 +10,10 @@ use std::sync::OnceLock;
 const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// ECS task metadata and credentials (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`).
 const ECS_METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 2);
+/// Azure's WireServer (the host agent's channel; serves the VM's certificates and extensions).
+const AZURE_WIRESERVER_V4: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
+/// Alibaba Cloud instance metadata (in the shared-address range, not link-local).
+const ALIBABA_METADATA_V4: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
 /// AWS IMDS over IPv6 (Nitro).
 const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
 /// The NAT64 well-known prefix `64:ff9b::/96`: on a NAT64 network it reaches the IPv4 address in
@@ -74,7 +78,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// The internal-address class of `ip`, if it has one.
 pub fn internal_class(ip: IpAddr) -> Option<Forbidden> {
     match canonical(ip) {
-        IpAddr::V4(v4) if v4 == METADATA_V4 || v4 == ECS_METADATA_V4 => Some(Forbidden::Metadata),
+        IpAddr::V4(v4) if [METADATA_V4, ECS_METADATA_V4, AZURE_WIRESERVER_V4, ALIBABA_METADATA_V4].contains(&v4) => Some(Forbidden::Metadata),
         IpAddr::V4(v4) if v4.is_loopback() => Some(Forbidden::Loopback),
         IpAddr::V4(v4) if v4.octets()[0] == 0 => Some(Forbidden::Unspecified),
         IpAddr::V4(v4) if v4.is_link_local() => Some(Forbidden::LinkLocal),
@@ -160,6 +164,9 @@ mod tests {
             ("::ffff:169.254.170.2", Some(Metadata)),
             ("::169.254.170.2", Some(Metadata)),
             ("fd00:ec2::254", Some(Metadata)),
+            ("168.63.129.16", Some(Metadata)),
+            ("::ffff:100.100.100.200", Some(Metadata)),
+            ("100.100.100.201", None),
             ("FD00:0EC2:0000:0000:0000:0000:0000:0254", Some(Metadata)),
             ("169.254.1.1", Some(LinkLocal)),
             ("::ffff:169.254.1.1", Some(LinkLocal)),
