@@ -101,21 +101,30 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> anyhow::Result<Value> {
 
 /// AWS routes: the endpoint, the IAM scope and the exact session policy STS would be asked for.
 fn explain_aws(config: &Config, req: &ExplainRequest, url: &url::Url, route: &Route, cfg: &SigV4Inject, identity: &Identity) -> anyhow::Result<Value> {
-    use crate::classify::aws::{classify, is_credential_vending, resolve_endpoint, AwsRequest};
+    use crate::classify::aws::{classify, decide_endpoint, is_credential_vending, resolve_endpoint, AwsRequest, SignedFor};
     let authority = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_string(),
-    };
-    let Some(endpoint) = resolve_endpoint(&authority, &cfg.custom_endpoints) else {
-        return Ok(
-            json!({"route": route.name, "scope": null, "decision": {"allow": false, "reason": format!("unclassified AWS request: {authority} is not a known AWS endpoint")}}),
-        );
     };
     let method = http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())?;
     let mut headers = http::HeaderMap::new();
     for (k, v) in &req.headers {
         headers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(v)?);
     }
+    // With the agent's signature, decide as the pipeline does; without one, by the host alone.
+    let endpoint = match crate::inject::sigv4::check_agent_signature(&headers, url.query(), &cfg.placeholder_access_key_id) {
+        Ok(signed) => {
+            decide_endpoint(&authority, &cfg.custom_endpoints, SignedFor { service: &signed.service, region: &signed.region }).map_err(|e| e.to_string())
+        }
+        Err(_) => resolve_endpoint(&authority, &cfg.custom_endpoints)
+            .ok_or_else(|| format!("{authority} is not a known AWS endpoint (or serves every service: add the agent's Authorization header)")),
+    };
+    let endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(reason) => {
+            return Ok(json!({"route": route.name, "scope": null, "decision": {"allow": false, "reason": format!("unclassified AWS request: {reason}")}}))
+        }
+    };
     let aws_request = AwsRequest { method: &method, path: url.path(), query: url.query(), headers: &headers, body: req.body.as_deref() };
     let scope = match classify(&aws_request, &endpoint, &cfg.account_id) {
         Ok(s) => s,

@@ -22,6 +22,7 @@ fn pod_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
         .env("DEMO_DIR", &dir)
         .env("DEMO_UPSTREAM_CA", repo().join("Cargo.toml")) // any existing file: only existence is checked
         .env("CB_KUBE_CA_FILE", repo().join("Cargo.toml")) // config/multi-agent.yaml; likewise
+        .env("CB_AWS_GATEWAY_CA_FILE", repo().join("Cargo.toml")) // config/aws-endpoints.yaml; likewise
         .env("DEMO_API_ADDR", "127.0.0.1:8443")
         .env("DEMO_MOTO_ADDR", "127.0.0.1:5000")
         .env("DEMO_TOKEN_URL", "https://localhost:8444/oauth/token")
@@ -113,6 +114,48 @@ credentials: {retry: {max_retries: 9}}
     {
         assert!(text.contains(expected), "missing a problem at {expected}:\n{text}");
     }
+}
+
+#[test]
+fn a_bad_aws_custom_endpoint_is_named_by_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(dir.path().join("p.rego"), "package credential_broker\ndefault decision := {\"allow\": false}\n").unwrap();
+    std::fs::write(
+        &bad,
+        r#"
+identity: {agent_id: a, tenant: t}
+routes:
+  - name: emulator
+    endpoint: {listen: "127.0.0.1:0", upstream: "http://127.0.0.1:4566"}
+    allow_plaintext_upstream: true
+    provider: sts
+    inject:
+      sigv4:
+        account_id: "123456789012"
+        placeholder_access_key_id: credential-broker-placeholder
+        custom_endpoints:
+          - {host: "127.0.0.1:4566"}
+          - {host: "gw.internal", service: s4, region: mars-1}
+          - {host: "https://gw.internal/"}
+providers:
+  sts: {type: sts, role_arn: "arn:aws:iam::123456789012:role/r", region: us-east-1}
+policy: {file: p.rego}
+audit: {path: /tmp/a.jsonl}
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary()).arg("check-config").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "routes[0].inject.sigv4.custom_endpoints[1].service: \"s4\" is not an AWS service",
+        "routes[0].inject.sigv4.custom_endpoints[1].region: \"mars-1\" is not an AWS region",
+        "routes[0].inject.sigv4.custom_endpoints[2].host",
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
+    assert!(!text.contains("custom_endpoints[0]"), "an entry without service and region is valid:\n{text}");
 }
 
 #[test]

@@ -178,8 +178,10 @@ pub struct RawSigV4Inject {
 #[serde(deny_unknown_fields)]
 pub struct RawCustomEndpoint {
     pub host: String,
-    pub service: String,
-    pub region: String,
+    /// Omitted: the host serves every service, and each request's signed scope names its own.
+    pub service: Option<String>,
+    /// Omitted: each request's signed region is used.
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

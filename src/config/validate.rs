@@ -595,11 +595,25 @@ fn validate_sigv4(p: &mut Problems, path: &str, raw: super::raw::RawSigV4Inject)
     if raw.placeholder_access_key_id.len() < 8 || looks_real {
         p.add(format!("{path}.placeholder_access_key_id"), "must be at least 8 characters and not look like a real key id (AKIA…/ASIA…)");
     }
-    let custom_endpoints = raw
-        .custom_endpoints
-        .into_iter()
-        .map(|e| crate::classify::aws::CustomEndpoint { host: e.host.to_ascii_lowercase(), service: e.service, region: e.region })
-        .collect();
+    let mut custom_endpoints = Vec::with_capacity(raw.custom_endpoints.len());
+    for (i, e) in raw.custom_endpoints.into_iter().enumerate() {
+        let at = format!("{path}.custom_endpoints[{i}]");
+        if e.host.trim().is_empty() || e.host.contains(['/', '*', ' ']) {
+            p.add(format!("{at}.host"), format!("{:?} is not a host or host:port", e.host));
+        }
+        if let Some(s) = e.service.as_deref().filter(|s| !crate::classify::aws::is_iam_prefix(s)) {
+            p.add(
+                format!("{at}.service"),
+                format!(
+                    "{s:?} is not an AWS service the broker knows (an IAM service prefix like s3, dynamodb, sqs); omit it for a host serving every service"
+                ),
+            );
+        }
+        if let Some(r) = e.region.as_deref().filter(|r| !crate::classify::aws::is_region(r)) {
+            p.add(format!("{at}.region"), format!("{r:?} is not an AWS region like us-east-1; omit it to use the region each request is signed for"));
+        }
+        custom_endpoints.push(crate::classify::aws::CustomEndpoint { host: e.host.trim().to_ascii_lowercase(), service: e.service, region: e.region });
+    }
     SigV4Inject {
         account_id: raw.account_id,
         placeholder_access_key_id: raw.placeholder_access_key_id,

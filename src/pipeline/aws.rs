@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use super::{audit, authorize, credential, denial, request_facts, upstream, BrokerError, Target};
 use crate::broker::Broker;
-use crate::classify::aws::{classify, is_credential_vending, resolve_endpoint, AwsRequest, Endpoint};
+use crate::classify::aws::{classify, decide_endpoint, is_credential_vending, AwsRequest, DecideError, Endpoint, SignedFor};
 use crate::config::SigV4Inject;
 use crate::inject::sigv4::{self, Payload, SigV4Error};
 use crate::policy::effective_ttl;
@@ -33,22 +33,24 @@ pub(super) async fn process(
 
     // Before anything else: only a well-formed SigV4 signature by the placeholder key goes on. A
     // real key, a session token, another signature scheme or no signature at all is refused (403)
-    // and audited with its code. The scope the SDK signed for (date, region, service) is not acted
-    // on yet.
-    let _signed_for = match sigv4::check_agent_signature(req.headers(), req.uri().query(), &cfg.placeholder_access_key_id) {
+    // and audited with its code.
+    let signed_for = match sigv4::check_agent_signature(req.headers(), req.uri().query(), &cfg.placeholder_access_key_id) {
         Ok(signed) => signed,
-        Err(e) => {
-            let err = BrokerError::from(e);
-            let mut record = denial(identity, route, request_id, None, err.to_string());
-            record.details.insert("code".into(), err.code().into());
-            audit(broker, record).await?;
-            return Err(err);
-        }
+        Err(e) => return refuse_with_code(broker, identity, route, request_id, BrokerError::from(e)).await,
     };
+    // The service and region: the host's, which the signed scope must agree with; on a custom
+    // endpoint that leaves them open, the signed scope's.
     let authority = if target.port == 443 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
-    let Some(endpoint) = resolve_endpoint(&authority, &cfg.custom_endpoints) else {
-        let reason = format!("unclassified AWS request: {} is not a known AWS endpoint", target.host);
-        return refuse(None, reason.clone(), BrokerError::Unclassified(reason)).await;
+    let signed = SignedFor { service: &signed_for.service, region: &signed_for.region };
+    let endpoint = match decide_endpoint(&authority, &cfg.custom_endpoints, signed) {
+        Ok(endpoint) => endpoint,
+        Err(e @ (DecideError::UnknownHost(_) | DecideError::UnknownService(_))) => {
+            let err = BrokerError::Unclassified(format!("unclassified AWS request: {e}"));
+            return refuse_with_code(broker, identity, route, request_id, err).await;
+        }
+        Err(DecideError::Mismatch(reason)) => {
+            return refuse_with_code(broker, identity, route, request_id, BrokerError::SignedScopeMismatch(reason)).await;
+        }
     };
     if super::headers::is_upgrade(req.headers()) {
         // Dropping the Upgrade header would answer an upgrade with something else; say why instead.
@@ -123,6 +125,20 @@ pub(super) async fn process(
         tracing::debug!(service = %endpoint.service, region = %endpoint.region, signed_headers = %signed, "re-signed with the minted session");
     }
     upstream::send(broker, target, request, None).await
+}
+
+/// Refuse before classification, auditing the refusal with its code (no scope was named yet).
+async fn refuse_with_code(
+    broker: &Arc<Broker>,
+    identity: &Identity,
+    route: &crate::config::Route,
+    request_id: &str,
+    err: BrokerError,
+) -> Result<Response<Body>, BrokerError> {
+    let mut record = denial(identity, route, request_id, None, err.to_string());
+    record.details.insert("code".into(), err.code().into());
+    audit(broker, record).await?;
+    Err(err)
 }
 
 /// The path classified and forwarded. S3 keys are literal (`/bucket/a/../b.txt` names the key

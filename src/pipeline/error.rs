@@ -14,6 +14,9 @@ pub enum BrokerError {
     Denied(String),
     #[error("request could not be classified: {0}")]
     Unclassified(String),
+    /// An AWS request whose signed scope (service, region) contradicts the host it is sent to.
+    #[error("signed scope refused: {0}")]
+    SignedScopeMismatch(String),
     #[error("{0}")]
     NotPlaceholder(String),
     /// An AWS request whose signature is not a well-formed SigV4 signature by the placeholder key.
@@ -80,6 +83,7 @@ impl BrokerError {
             Unrouted(_)
             | Denied(_)
             | Unclassified(_)
+            | SignedScopeMismatch(_)
             | NotPlaceholder(_)
             | AgentSignature(_)
             | PlaintextRefused(_)
@@ -107,6 +111,7 @@ impl BrokerError {
             Unrouted(_) => "unrouted_host",
             Denied(_) => "policy_denied",
             Unclassified(_) => "unclassified_request",
+            SignedScopeMismatch(_) => "signed_scope_mismatch",
             NotPlaceholder(_) => "real_credential_refused",
             AgentSignature(_) => "agent_signature_refused",
             PlaintextRefused(_) => "plaintext_refused",

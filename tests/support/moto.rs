@@ -39,7 +39,7 @@ pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/agent-role";
 pub const BOOTSTRAP_CALLS: u32 = 5;
 
 /// The bootstrap, as a boto3 script: the broker's IAM user (allowed to assume the role, nothing
-/// else) with an access key, and the agent role (trusting that user; s3, dynamodb, sqs allowed).
+/// else) with an access key, and the agent role (trusting that user; s3, dynamodb, sqs, sns, logs allowed).
 const BOOTSTRAP: &str = include_str!("../../examples/quickstart/moto_bootstrap.py");
 
 /// The venv's bin directory: `$CB_TEST_PYTHON`'s, else the repo's `.venv/bin` (made by `.ci/setup`).

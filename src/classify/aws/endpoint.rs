@@ -1,8 +1,10 @@
 //! Endpoint resolution: an AWS hostname → the IAM service prefix, region and partition it serves.
 //!
 //! The host is the only thing the agent cannot lie about without the request going somewhere else,
-//! so the service and region come from it (never from the body). Hosts this module does not know
-//! resolve to `None`, and such requests are refused upstream of classification.
+//! so on an AWS hostname the service and region come from it (never from the body); the scope the
+//! SDK signed for must agree with it (see `decide`). A custom endpoint may leave the service or the
+//! region open (one emulator host serving every service): then the signed scope names them. Hosts
+//! this module does not know resolve to `None`, and such requests are refused before classification.
 
 /// An AWS partition: it fixes the ARN prefix and the DNS suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +70,9 @@ pub struct Endpoint {
     pub access_point: Option<AccessPoint>,
     pub fips: bool,
     pub dualstack: bool,
+    /// The hostname names no region (`s3.amazonaws.com`, `iam.amazonaws.com`): `region` is the
+    /// partition's home region, not something the host insists on.
+    pub global: bool,
 }
 
 /// A host the configuration maps to a service and region: an emulator (`127.0.0.1:5000` for moto),
@@ -79,9 +84,20 @@ pub struct Endpoint {
 pub struct CustomEndpoint {
     /// The exact host (any port matches) or `host:port` (only that port matches). Case-insensitive.
     pub host: String,
-    /// The IAM service prefix requests to this host belong to.
-    pub service: String,
-    pub region: String,
+    /// The IAM service prefix requests to this host belong to; `None`: the host serves every
+    /// service, and the one the request is signed for is used.
+    pub service: Option<String>,
+    /// The region of the host; `None`: the region the request is signed for.
+    pub region: Option<String>,
+}
+
+/// What the host alone says, before the request's signature is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostMatch {
+    /// An AWS hostname: service and region are fixed by it.
+    Aws(Endpoint),
+    /// A configured custom endpoint; what it leaves open comes from the signed scope.
+    Custom { service: Option<String>, region: Option<String>, bucket: Option<String> },
 }
 
 /// Endpoint prefixes (the leading DNS labels) whose IAM service prefix differs from, or needs to be
@@ -120,14 +136,34 @@ const GLOBAL_SERVICES: &[&str] = &["iam", "sts", "s3", "ec2"];
 ///
 /// Custom endpoints are tried first, so configuration can override anything. Returns `None` for
 /// hosts that are not AWS API endpoints this module knows.
+///
+/// A custom endpoint that leaves its service or region open resolves to `None` here: only the
+/// request's signature can complete it (see [`super::decide::decide_endpoint`]).
 pub fn resolve_endpoint(host: &str, custom: &[CustomEndpoint]) -> Option<Endpoint> {
+    match resolve_host(host, custom)? {
+        HostMatch::Aws(ep) => Some(ep),
+        HostMatch::Custom { service: Some(service), region: Some(region), bucket } => {
+            if bucket.is_some() && service != "s3" {
+                return None;
+            }
+            let mut ep = endpoint(&service, &region);
+            ep.bucket = bucket;
+            Some(ep)
+        }
+        HostMatch::Custom { .. } => None,
+    }
+}
+
+/// What `host` says by itself: a custom endpoint (tried first, so configuration can override
+/// anything), an AWS hostname, or `None`.
+pub(crate) fn resolve_host(host: &str, custom: &[CustomEndpoint]) -> Option<HostMatch> {
     let authority = host.trim().to_ascii_lowercase();
     let (hostname, _port) = split_port(&authority);
     let hostname = hostname.strip_suffix('.').unwrap_or(hostname);
-    if let Some(ep) = resolve_custom(&authority, hostname, custom) {
-        return Some(ep);
+    if let Some(m) = resolve_custom(&authority, hostname, custom) {
+        return Some(m);
     }
-    resolve_aws(hostname)
+    resolve_aws(hostname).map(HostMatch::Aws)
 }
 
 /// Split `host:port` (or `[v6]:port`) into host and port.
@@ -144,30 +180,22 @@ fn split_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn resolve_custom(authority: &str, hostname: &str, custom: &[CustomEndpoint]) -> Option<Endpoint> {
+fn resolve_custom(authority: &str, hostname: &str, custom: &[CustomEndpoint]) -> Option<HostMatch> {
     for c in custom {
         let want = c.host.trim().to_ascii_lowercase();
         let (want_host, want_port) = split_port(&want);
         // A configured port must match exactly; a configured bare host matches any port.
         let candidate = if want_port.is_some() { authority } else { hostname };
         let target = if want_port.is_some() { want.as_str() } else { want_host };
-        let mut ep = Endpoint {
-            service: c.service.clone(),
-            region: c.region.clone(),
-            partition: Partition::of_region(&c.region),
-            bucket: None,
-            access_point: None,
-            fips: false,
-            dualstack: false,
-        };
+        let found = |bucket: Option<&str>| HostMatch::Custom { service: c.service.clone(), region: c.region.clone(), bucket: bucket.map(str::to_string) };
         if candidate == target {
-            return Some(ep);
+            return Some(found(None));
         }
-        // `BUCKET.<custom host>` is virtual-hosted style for a custom S3 endpoint.
-        if c.service == "s3" {
+        // `BUCKET.<custom host>` is virtual-hosted style for a custom S3 endpoint, or for an
+        // any-service one (where only a request signed for S3 may then use it).
+        if c.service.as_deref().is_none_or(|s| s == "s3") {
             if let Some(bucket) = candidate.strip_suffix(target).and_then(|b| b.strip_suffix('.')).filter(|b| is_bucket_name(b)) {
-                ep.bucket = Some(bucket.to_string());
-                return Some(ep);
+                return Some(found(Some(bucket)));
             }
         }
     }
@@ -220,6 +248,7 @@ fn endpoint(service: &str, region: &str) -> Endpoint {
         access_point: None,
         fips: false,
         dualstack: false,
+        global: false,
     }
 }
 
@@ -233,7 +262,7 @@ fn resolve_service(labels: &[&str]) -> Option<Endpoint> {
         [account, "ddb", region] if is_account_id(account) && is_region(region) => return Some(endpoint("dynamodb", region)),
         _ => {}
     }
-    let (region, prefix): (Option<&str>, &[&str]) = match labels.split_last() {
+    let (region_label, prefix): (Option<&str>, &[&str]) = match labels.split_last() {
         Some((last, init)) if is_region(last) => (Some(*last), init),
         _ => (None, labels),
     };
@@ -247,13 +276,14 @@ fn resolve_service(labels: &[&str]) -> Option<Endpoint> {
         None => (joined.as_str(), false),
     };
     let service = SERVICES.iter().find(|(label, _)| *label == name)?.1;
-    let region = match region {
+    let region = match region_label {
         Some(r) if service == "iam" => Partition::of_region(r).global_region().to_string(),
         Some(r) => r.to_string(),
         None if GLOBAL_SERVICES.contains(&service) && !dualstack => "us-east-1".to_string(),
         None => return None,
     };
     let mut ep = endpoint(service, &region);
+    ep.global = region_label.is_none();
     ep.fips = fips;
     ep.dualstack = dualstack;
     Some(ep)
@@ -271,6 +301,7 @@ fn resolve_s3(labels: &[&str]) -> Option<Endpoint> {
         };
         let owner = &labels[..i];
         let mut ep = endpoint("s3", &region);
+        ep.global = kind.region.is_none() && i + 1 == labels.len();
         ep.fips = kind.fips;
         ep.dualstack = dualstack;
         if kind.access_point {

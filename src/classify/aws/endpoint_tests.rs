@@ -120,10 +120,10 @@ fn custom_endpoints_map_hosts_ports_and_s3_virtual_hosts() {
     let ep = resolve_endpoint("my-bucket.localhost:4566", &custom).unwrap();
     assert_eq!(ep.bucket.as_deref(), Some("my-bucket"));
     // Custom entries win over the built-in AWS names and carry their region's partition.
-    let gov = [super::CustomEndpoint { host: "sqs.us-east-1.amazonaws.com".into(), service: "sqs".into(), region: "us-gov-west-1".into() }];
+    let gov = [super::CustomEndpoint { host: "sqs.us-east-1.amazonaws.com".into(), service: Some("sqs".into()), region: Some("us-gov-west-1".into()) }];
     let ep = resolve_endpoint("sqs.us-east-1.amazonaws.com", &gov).unwrap();
     assert_eq!((ep.region.as_str(), ep.partition), ("us-gov-west-1", Partition::AwsUsGov));
-    let v6 = [super::CustomEndpoint { host: "[::1]:5000".into(), service: "s3".into(), region: "us-east-1".into() }];
+    let v6 = [super::CustomEndpoint { host: "[::1]:5000".into(), service: Some("s3".into()), region: Some("us-east-1".into()) }];
     assert!(resolve_endpoint("[::1]:5000", &v6).is_some());
     assert!(resolve_endpoint("[::1]:5001", &v6).is_none());
 }

@@ -1,6 +1,7 @@
 //! AWS API requests → IAM action + resource ARN.
 //!
-//! [`resolve_endpoint`] turns the host into a service, region and partition; [`classify`] reads the
+//! [`resolve_endpoint`] turns the host into a service, region and partition ([`decide_endpoint`]
+//! also weighs the scope the request is signed for); [`classify`] reads the
 //! request in the protocol that service speaks (S3 REST, JSON with `X-Amz-Target`, or the Query
 //! protocol's `Action=`) and names every IAM permission the request needs, each on one concrete
 //! resource. Anything not understood is an error, never a broad guess: the broker denies it.
@@ -15,6 +16,7 @@
 //! All functions here are pure: no I/O, no clock, no configuration beyond their arguments.
 
 mod arn;
+mod decide;
 mod endpoint;
 mod json_protocol;
 mod params;
@@ -28,6 +30,8 @@ mod unscoped;
 mod vending;
 
 #[cfg(test)]
+mod decide_tests;
+#[cfg(test)]
 mod endpoint_tests;
 #[cfg(test)]
 mod json_tests;
@@ -38,6 +42,8 @@ mod s3_tests;
 #[cfg(test)]
 mod test_support;
 
+pub use decide::{decide_endpoint, iam_prefix, is_iam_prefix, DecideError, SignedFor};
+pub(crate) use endpoint::is_region;
 pub use endpoint::{resolve_endpoint, AccessPoint, CustomEndpoint, Endpoint, Partition};
 pub use unscoped::has_no_resource_level_permissions;
 pub use vending::is_credential_vending;

@@ -10,10 +10,13 @@ pub const ACCOUNT: &str = "111122223333";
 /// moto and an S3 emulator on fixed local ports, as a test configuration would map them.
 pub fn custom_endpoints() -> Vec<CustomEndpoint> {
     vec![
-        CustomEndpoint { host: "127.0.0.1:5000".into(), service: "s3".into(), region: "us-east-1".into() },
-        CustomEndpoint { host: "127.0.0.1:5001".into(), service: "dynamodb".into(), region: "us-east-1".into() },
-        CustomEndpoint { host: "127.0.0.1:5002".into(), service: "sqs".into(), region: "us-east-1".into() },
-        CustomEndpoint { host: "localhost".into(), service: "s3".into(), region: "eu-west-1".into() },
+        CustomEndpoint { host: "127.0.0.1:5000".into(), service: Some("s3".into()), region: Some("us-east-1".into()) },
+        CustomEndpoint { host: "127.0.0.1:5001".into(), service: Some("dynamodb".into()), region: Some("us-east-1".into()) },
+        CustomEndpoint { host: "127.0.0.1:5002".into(), service: Some("sqs".into()), region: Some("us-east-1".into()) },
+        CustomEndpoint { host: "localhost".into(), service: Some("s3".into()), region: Some("eu-west-1".into()) },
+        // One emulator serving every service (LocalStack, moto's server): the signature decides.
+        CustomEndpoint { host: "127.0.0.1:4566".into(), service: None, region: None },
+        CustomEndpoint { host: "gateway.internal".into(), service: None, region: Some("eu-central-1".into()) },
     ]
 }
 
