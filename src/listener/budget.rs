@@ -7,6 +7,12 @@
 //! inner head has not arrived. Waiting connections are what a slowloris is made of, and a client
 //! loses nothing but a reconnect when one of them is closed, as nginx reuses idle keep-alive slots.
 //!
+//! Among waiting connections, those that have never completed a request head go first (oldest
+//! first), and only then those idle after serving one: a slowloris never completes a head, while
+//! a client's CONNECT tunnel waiting for its TLS handshake, or a keep-alive between requests, has.
+//! Otherwise an attacker opening connections fast enough could push out a tunnel in the few
+//! milliseconds of its handshake.
+//!
 //! So a new connection is admitted like this, on its listener:
 //! 1. its peer already holds `max_connections_per_peer`: the peer's own longest-waiting
 //!    connection is closed to make room, or, with none waiting, the new one is refused;
@@ -61,16 +67,23 @@ struct State {
     next_seq: u64,
     slots: HashMap<u64, Entry>,
     per_peer: HashMap<IpAddr, usize>,
-    /// Waiting connections, longest-waiting first: position → slot id.
-    waiting: BTreeMap<u64, u64>,
+    /// Waiting connections in eviction order: never served before served, then longest-waiting
+    /// first. (tier, position) → slot id.
+    waiting: BTreeMap<WaitKey, u64>,
 }
+
+/// Where a waiting connection stands in the eviction order: tier 0 never completed a request
+/// head, tier 1 did; then by position (age).
+type WaitKey = (u8, u64);
 
 struct Entry {
     peer: IpAddr,
     in_flight: u32,
+    /// Whether a request head of it ever arrived.
+    served: bool,
     established: bool,
     /// Its key in `waiting` while it waits.
-    waiting_at: Option<u64>,
+    waiting_at: Option<WaitKey>,
     evict: watch::Sender<bool>,
 }
 
@@ -115,7 +128,7 @@ impl ConnectionBudget {
         }
         let id = state.seq();
         let (evict, receiver) = watch::channel(false);
-        state.slots.insert(id, Entry { peer, in_flight: 0, established: false, waiting_at: None, evict });
+        state.slots.insert(id, Entry { peer, in_flight: 0, served: false, established: false, waiting_at: None, evict });
         *state.per_peer.entry(peer).or_default() += 1;
         state.start_waiting(id);
         Ok(Admitted { slot: Arc::new(Slot { id, inner: self.inner.clone(), evicted: receiver }), evicted })
@@ -143,8 +156,9 @@ impl State {
         let at = self.seq();
         if let Some(e) = self.slots.get_mut(&id) {
             if e.in_flight == 0 && !e.established && e.waiting_at.is_none() {
-                e.waiting_at = Some(at);
-                self.waiting.insert(at, id);
+                let key = (u8::from(e.served), at);
+                e.waiting_at = Some(key);
+                self.waiting.insert(key, id);
             }
         }
     }
@@ -182,6 +196,7 @@ impl Slot {
         state.stop_waiting(self.id);
         if let Some(e) = state.slots.get_mut(&self.id) {
             e.in_flight += 1;
+            e.served = true;
         }
         RequestGuard { slot: self.clone() }
     }

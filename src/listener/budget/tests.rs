@@ -71,6 +71,24 @@ async fn a_connection_waits_anew_after_each_request() {
 }
 
 #[tokio::test]
+async fn connections_that_never_sent_a_head_go_before_older_idle_ones() {
+    let budget = ConnectionBudget::new("proxy", 3, 3);
+    // A client's tunnel: its CONNECT was served, it now waits for the TLS handshake.
+    let tunnel = admit(&budget, A);
+    drop(tunnel.begin_request());
+    // A slowloris keeps opening connections that never complete a head.
+    let (half1, half2) = (admit(&budget, A), admit(&budget, A));
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let admitted = budget.admit(A).unwrap();
+        assert_eq!(admitted.evicted, Some(A));
+        held.push(admitted.slot);
+    }
+    assert!(is_evicted(&half1).await && is_evicted(&half2).await);
+    assert!(!is_evicted(&tunnel).await, "the served, idle tunnel outlived ten half-open connections");
+}
+
+#[tokio::test]
 async fn established_sessions_stay_and_dropped_slots_are_given_back() {
     let budget = ConnectionBudget::new("database:shop", 1, 1);
     let session = admit(&budget, A);
